@@ -1,0 +1,255 @@
+"""The `caverna` command line: thin commands over the container's services."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from caverna import __version__
+from caverna.bootstrap import Container, build_container
+from caverna.brand.schema import Locale
+from caverna.cli.render import compiled_panel, pack_summary, problems_table
+from caverna.domain.problems import InvalidPackError, ProblemsError
+from caverna.prompting.dialects.registry import DIALECT_NAMES
+from caverna.services.packs import PackReport, validate_folder, validate_installed
+
+EXIT_INVALID = 2
+
+app = typer.Typer(
+    name="caverna",
+    help="Compile a brand's character bible into on-brand image prompts and images.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+pack_app = typer.Typer(help="Brand packs: list, show, validate.", no_args_is_help=True)
+app.add_typer(pack_app, name="pack")
+
+PacksOption = Annotated[
+    list[Path] | None,
+    typer.Option("--packs", help="Extra folder with brand packs (repeatable).", show_default=False),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+LocaleOption = Annotated[str, typer.Option("--locale", help="Language of labels: pt-BR or en.")]
+
+
+def _container(packs: list[Path] | None) -> Container:
+    return build_container(extra_pack_paths=packs or ())
+
+
+def _console() -> Console:
+    return Console(highlight=False, soft_wrap=False)
+
+
+def _locale(value: str) -> Locale:
+    if value == "pt-BR":
+        return "pt-BR"
+    if value == "en":
+        return "en"
+    raise typer.BadParameter("choose pt-BR or en", param_hint="--locale")
+
+
+def _fail(error: ProblemsError, as_json: bool) -> NoReturn:
+    if as_json:
+        typer.echo(json.dumps(error.to_dict(), ensure_ascii=False, indent=2))
+    else:
+        _console().print(problems_table(error.problems, error.summary))
+    raise typer.Exit(EXIT_INVALID)
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", help="Show the version and exit.")] = False,
+) -> None:
+    if version:
+        typer.echo(f"caverna {__version__}")
+        raise typer.Exit()
+
+
+@pack_app.command("list")
+def pack_list(
+    packs: PacksOption = None, as_json: JsonOption = False, locale: LocaleOption = "pt-BR"
+) -> None:
+    """List installed brand packs."""
+    container = _container(packs)
+    lang = _locale(locale)
+    rows: list[dict[str, Any]] = []
+    for location in container.packs.locations().values():
+        try:
+            pack = container.packs.get(location.id)
+            rows.append(
+                {
+                    "id": pack.id,
+                    "pack_version": pack.version,
+                    "label": pack.model.manifest.labels.get(lang),
+                    "source": "built-in" if location.builtin else str(location.path),
+                    "ok": True,
+                }
+            )
+        except InvalidPackError as exc:
+            rows.append(
+                {
+                    "id": location.id,
+                    "pack_version": None,
+                    "label": None,
+                    "source": str(location.path),
+                    "ok": False,
+                    "errors": len(exc.problems),
+                }
+            )
+    if as_json:
+        typer.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    table = Table(title="brand packs")
+    for column in ("id", "version", "name", "source", "status"):
+        table.add_column(column)
+    for row in rows:
+        status = "[green]ok[/]" if row["ok"] else f"[red]{row['errors']} problem(s)[/]"
+        table.add_row(
+            row["id"], row["pack_version"] or "-", row["label"] or "-", row["source"], status
+        )
+    _console().print(table)
+
+
+@pack_app.command("show")
+def pack_show(
+    pack: Annotated[
+        str | None, typer.Argument(help="Pack id (default: the configured pack).")
+    ] = None,
+    packs: PacksOption = None,
+    as_json: JsonOption = False,
+    locale: LocaleOption = "pt-BR",
+) -> None:
+    """Show a pack: character, palette, catalog with its rules, and storyboards."""
+    container = _container(packs)
+    try:
+        loaded = container.packs.get(pack or container.settings.default_pack)
+    except ProblemsError as exc:
+        _fail(exc, as_json)
+    if as_json:
+        typer.echo(
+            json.dumps(
+                loaded.model.model_dump(mode="json", by_alias=True), ensure_ascii=False, indent=2
+            )
+        )
+        return
+    pack_summary(_console(), loaded, _locale(locale))
+
+
+@pack_app.command("validate")
+def pack_validate(
+    path: Annotated[
+        Path | None, typer.Argument(help="A pack folder, or a folder of packs.")
+    ] = None,
+    packs: PacksOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Validate packs deeply: files, references, and every frame compiled for every provider."""
+    reports = (
+        validate_folder(path) if path is not None else validate_installed(_container(packs).packs)
+    )
+    _print_reports(reports, as_json)
+    if not all(report.ok for report in reports):
+        raise typer.Exit(EXIT_INVALID)
+
+
+def _print_reports(reports: list[PackReport], as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps([r.to_dict() for r in reports], ensure_ascii=False, indent=2))
+        return
+    console = _console()
+    for report in reports:
+        if report.ok:
+            console.print(
+                f"[green]✓[/] {report.pack_id} {report.version} ({report.path}): valid; "
+                f"{report.frames_compiled} frame prompts compiled for "
+                f"{len(DIALECT_NAMES)} providers"
+            )
+        else:
+            console.print(
+                problems_table(
+                    report.problems, f"✗ {report.path}: {len(report.problems)} problem(s)"
+                )
+            )
+
+
+@app.command("prompt")
+def prompt(
+    pack: Annotated[str | None, typer.Option(help="Brand pack id.")] = None,
+    pose: Annotated[str | None, typer.Option(help="Pose id.")] = None,
+    outfit: Annotated[str | None, typer.Option(help="Outfit id.")] = None,
+    footwear: Annotated[str | None, typer.Option(help="Footwear id.")] = None,
+    prop: Annotated[
+        list[str] | None, typer.Option("--prop", help="Prop id (repeatable, at most 2).")
+    ] = None,
+    no_props: Annotated[
+        bool, typer.Option("--no-props", help="No props, even if the frame has defaults.")
+    ] = False,
+    frame: Annotated[
+        str | None, typer.Option(help="Frame, as sequence/frame or a unique frame id.")
+    ] = None,
+    sequence: Annotated[
+        str | None, typer.Option(help="Compile every frame of this sequence.")
+    ] = None,
+    aspect_ratio: Annotated[str | None, typer.Option("--aspect-ratio", help="e.g. 9:16.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed (0 to 4294967294).")] = None,
+    scene_notes: Annotated[
+        str | None, typer.Option("--scene-notes", help="Free art-direction notes (≤300 chars).")
+    ] = None,
+    provider: Annotated[
+        str | None, typer.Option(help=f"Dialect: {', '.join(DIALECT_NAMES)}.")
+    ] = None,
+    locale: LocaleOption = "pt-BR",
+    packs: PacksOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Compile a prompt (or a whole storyboard with --sequence) for one provider."""
+    container = _container(packs)
+    dialect = provider or container.settings.default_provider
+    raw: dict[str, Any] = {"pack": pack or container.settings.default_pack, "locale": locale}
+    optional = {
+        "pose": pose,
+        "outfit": outfit,
+        "footwear": footwear,
+        "frame": frame,
+        "aspect_ratio": aspect_ratio,
+        "seed": seed,
+        "scene_notes": scene_notes,
+    }
+    raw.update({k: v for k, v in optional.items() if v is not None})
+    if prop or no_props:
+        raw["props"] = [] if no_props else list(prop or [])
+    try:
+        if sequence is not None:
+            results = container.prompts.compile_sequence(sequence, raw, dialect)
+        else:
+            results = [container.prompts.compile(raw, dialect)]
+    except ProblemsError as exc:
+        _fail(exc, as_json)
+    if as_json:
+        data = [r.to_dict() for r in results]
+        typer.echo(
+            json.dumps(data if sequence else data[0], ensure_ascii=False, indent=2, sort_keys=True)
+        )
+        return
+    console = _console()
+    loaded = container.packs.get(raw["pack"])
+    lang = _locale(locale)
+    total = len(results)
+    for index, compiled in enumerate(results, start=1):
+        frame_ref = compiled.params["frame"]
+        if frame_ref:
+            entry = loaded.frames[frame_ref]
+            title = f"{index}/{total} · {entry.frame.title.get(lang)} · {dialect}"
+            subtitle = entry.frame.beat.get(lang)
+        else:
+            title, subtitle = f"{loaded.id} · {dialect}", None
+        console.print(compiled_panel(compiled, title, subtitle))
+
+
+def main() -> None:
+    app()
