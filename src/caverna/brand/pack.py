@@ -44,9 +44,13 @@ def _index(options: list[_Option]) -> Mapping[str, _Option]:
     return MappingProxyType({option.id: option for option in options})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class BrandPack:
-    """Read-only view of a pack; built once at load time so requests only do dict lookups."""
+    """Read-only view of a pack; built once at load time so requests only do dict lookups.
+
+    Compared and hashed by identity: derived data (compiled sections, negatives) is memoised per
+    loaded pack, and a reloaded pack is a new object with a new memo.
+    """
 
     model: BrandPackModel
     source: str
@@ -57,6 +61,7 @@ class BrandPack:
     props: Mapping[str, Prop] = field(init=False)
     sequences: Mapping[str, Sequence] = field(init=False)
     frames: Mapping[str, FrameEntry] = field(init=False)
+    by_ref: Mapping[str, CatalogOption] = field(init=False)
 
     def __post_init__(self) -> None:
         catalog = self.model.catalog
@@ -73,6 +78,10 @@ class BrandPack:
                 ref = f"{sequence.id}/{frame.id}"
                 frames[ref] = FrameEntry(ref, sequence, position, frame)
         put(self, "frames", MappingProxyType(frames))
+        refs: dict[str, CatalogOption] = {}
+        for kind in OPTION_KINDS:
+            refs.update({f"{kind}:{key}": option for key, option in self.options(kind).items()})
+        put(self, "by_ref", MappingProxyType(refs))
 
     @property
     def id(self) -> str:
@@ -96,11 +105,7 @@ class BrandPack:
         return table
 
     def has_ref(self, ref: str) -> bool:
-        kind, _, option_id = ref.partition(":")
-        for known in OPTION_KINDS:
-            if kind == known:
-                return option_id in self.options(known)
-        return False
+        return ref in self.by_ref
 
     def default_option(self, kind: OptionKind) -> str:
         """The first option of a kind is the pack-wide default when no frame names one."""

@@ -7,6 +7,7 @@ studio greys out choices with the reason).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -24,19 +25,23 @@ class Selection:
     footwear: str
     props: tuple[str, ...]
     frame: FrameEntry | None
+    _picked: tuple[tuple[str, OptionKind, str], ...] = dataclasses.field(init=False, repr=False)
 
-    def picked(self) -> list[tuple[str, OptionKind, str]]:
-        """(field, kind, id) for every chosen option, in a fixed order."""
+    def __post_init__(self) -> None:
         items: list[tuple[str, OptionKind, str]] = [
             ("pose", "pose", self.pose),
             ("outfit", "outfit", self.outfit),
             ("footwear", "footwear", self.footwear),
         ]
         items.extend((f"props[{i}]", "prop", prop) for i, prop in enumerate(self.props))
-        return items
+        object.__setattr__(self, "_picked", tuple(items))
+
+    def picked(self) -> tuple[tuple[str, OptionKind, str], ...]:
+        """(field, kind, id) for every chosen option, in a fixed order."""
+        return self._picked
 
     def refs(self) -> set[str]:
-        return {f"{kind}:{option_id}" for _, kind, option_id in self.picked()}
+        return {f"{kind}:{option_id}" for _, kind, option_id in self._picked}
 
 
 def check_selection(pack: BrandPack, selection: Selection) -> list[Problem]:
@@ -50,7 +55,7 @@ def check_selection(pack: BrandPack, selection: Selection) -> list[Problem]:
 
 
 def _option(pack: BrandPack, kind: OptionKind, option_id: str) -> CatalogOption:
-    return pack.options(kind)[option_id]
+    return pack.by_ref[f"{kind}:{option_id}"]
 
 
 def check_slots(pack: BrandPack, props: tuple[str, ...]) -> list[Problem]:
@@ -94,12 +99,13 @@ def _hands(pack: BrandPack, selection: Selection) -> Iterator[Problem]:
 
 
 def _excludes(pack: BrandPack, selection: Selection) -> Iterator[Problem]:
-    picked = selection.picked()
-    for i, (_, kind_a, id_a) in enumerate(picked):
-        option_a = _option(pack, kind_a, id_a)
-        for field_b, kind_b, id_b in picked[i + 1 :]:
-            option_b = _option(pack, kind_b, id_b)
-            if f"{kind_b}:{id_b}" in option_a.excludes or f"{kind_a}:{id_a}" in option_b.excludes:
+    picked = [
+        (name, kind, option_id, f"{kind}:{option_id}", _option(pack, kind, option_id))
+        for name, kind, option_id in selection.picked()
+    ]
+    for i, (_, kind_a, id_a, ref_a, option_a) in enumerate(picked):
+        for field_b, kind_b, id_b, ref_b, option_b in picked[i + 1 :]:
+            if ref_b in option_a.excludes or ref_a in option_b.excludes:
                 yield Problem(
                     ProblemCode.INCOMPATIBLE_OPTIONS,
                     field_b,

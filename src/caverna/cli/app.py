@@ -61,13 +61,20 @@ def _fail(error: ProblemsError, as_json: bool) -> NoReturn:
     raise typer.Exit(EXIT_INVALID)
 
 
-@app.callback()
-def _root(
-    version: Annotated[bool, typer.Option("--version", help="Show the version and exit.")] = False,
-) -> None:
-    if version:
+def _show_version(value: bool) -> None:
+    if value:
         typer.echo(f"caverna {__version__}")
         raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_show_version, is_eager=True, help="Show the version."),
+    ] = False,
+) -> None:
+    """Compile a brand's character bible into on-brand image prompts and images."""
 
 
 @pack_app.command("list")
@@ -79,6 +86,7 @@ def pack_list(
     lang = _locale(locale)
     rows: list[dict[str, Any]] = []
     for location in container.packs.locations().values():
+        source = "built-in" if location.builtin else str(location.path)
         try:
             pack = container.packs.get(location.id)
             rows.append(
@@ -86,7 +94,7 @@ def pack_list(
                     "id": pack.id,
                     "pack_version": pack.version,
                     "label": pack.model.manifest.labels.get(lang),
-                    "source": "built-in" if location.builtin else str(location.path),
+                    "source": source,
                     "ok": True,
                 }
             )
@@ -96,7 +104,7 @@ def pack_list(
                     "id": location.id,
                     "pack_version": None,
                     "label": None,
-                    "source": str(location.path),
+                    "source": source,
                     "ok": False,
                     "errors": len(exc.problems),
                 }

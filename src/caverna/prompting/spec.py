@@ -8,7 +8,7 @@ any of them drifting from the others.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from caverna.brand.pack import BrandPack, FrameEntry
@@ -40,17 +40,25 @@ class SectionKey(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Section:
+    """One part of a prompt; both renderings are computed once, as sections are reused."""
+
     key: SectionKey
     label: str
     sentences: tuple[str, ...]
+    _prose: str = field(init=False, repr=False, compare=False)
+    _phrases: tuple[str, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_prose", " ".join(sentence_case(s) for s in self.sentences))
+        object.__setattr__(self, "_phrases", tuple(s.rstrip(". ") for s in self.sentences))
 
     def prose(self) -> str:
         """Sentences, each ending with a full stop."""
-        return " ".join(sentence_case(s) for s in self.sentences)
+        return self._prose
 
-    def phrases(self) -> list[str]:
+    def phrases(self) -> tuple[str, ...]:
         """Comma-friendly fragments without final full stops."""
-        return [s.rstrip(". ") for s in self.sentences]
+        return self._phrases
 
 
 @dataclass(frozen=True, slots=True)

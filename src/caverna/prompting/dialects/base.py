@@ -115,7 +115,7 @@ def phrases(
     for section in spec.ordered(order):
         fragments = section.phrases()
         if section.key is SectionKey.NOTES:
-            fragments = [notes(f) for f in fragments]
+            fragments = tuple(notes(f) for f in fragments)
         out.extend(f for f in fragments if f)
     return out
 

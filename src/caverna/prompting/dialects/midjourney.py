@@ -1,7 +1,10 @@
 """Midjourney (through a proxy): one line of prose, then `--` parameters at the end.
 
-`--no` carries the negatives; the pack's reference image becomes `--oref` (V7 and later) or
-`--cref` (V6), the flags Midjourney offers for keeping one character across images.
+`--no` carries the negatives, including the body safeguards: Midjourney follows "no extra
+fingers" far better than a positive sentence about five fingers, and the prompt travels as a
+Discord command whose text option holds at most 6,000 characters, so the positive anatomy
+rules are left out here. The pack's reference image becomes `--oref` (V7 and later) or `--cref`
+(V6), the flags Midjourney offers for keeping one character across images.
 """
 
 from __future__ import annotations
@@ -9,11 +12,10 @@ from __future__ import annotations
 import re
 
 from caverna.prompting.dialects.base import CompiledPrompt, Dialect, compiled
-from caverna.prompting.spec import PromptSpec, SectionKey
+from caverna.prompting.spec import PromptSpec, SectionKey, sentence_case
 
 NAME = "midjourney"
-# Midjourney publishes no limit; long prompts dilute attention and proxies truncate, so we keep
-# well under the lengths seen to work.
+# The proxies submit /imagine through Discord, whose slash-command text options end at 6,000.
 MAX_PROMPT_CHARS = 6_000
 
 ORDER: tuple[SectionKey, ...] = (
@@ -31,7 +33,6 @@ ORDER: tuple[SectionKey, ...] = (
     SectionKey.LIGHTING,
     SectionKey.CONTINUITY,
     SectionKey.NOTES,
-    SectionKey.SAFEGUARDS,
 )
 
 
@@ -53,6 +54,10 @@ def compile_midjourney(spec: PromptSpec) -> CompiledPrompt:
     for section in spec.ordered(ORDER):
         prose = section.prose()
         parts.append(neutralise(prose) if section.key is SectionKey.NOTES else prose)
+        if section.key is SectionKey.SUBJECT:
+            # no weights in this dialect: the must-keep traits are repeated early instead
+            keep = ", ".join(trait.term for trait in spec.must_keep)
+            parts.append(sentence_case(f"always {keep}"))
     text = " ".join(parts)
     negative = ", ".join(spec.negative)
     flags = [f"--ar {spec.params.aspect_ratio}", f"--no {negative}"]

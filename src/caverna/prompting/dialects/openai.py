@@ -42,6 +42,11 @@ def size_for(model: str, aspect_ratio: str, megapixels: float) -> str:
     if flexible_sizes(model):
         budget = min(megapixels, _MAX_FLEX_AREA / (1024 * 1024))
         width, height = dimensions(aspect_ratio, budget, 16)
+        # snapping to 16 can push an extreme ratio just past the model's 1:3..3:1 bounds
+        while width * 3 < height:
+            height -= 16
+        while height * 3 < width:
+            width -= 16
         return f"{width}x{height}"
     width, height = ratio(aspect_ratio)
     shape = "square" if width == height else "portrait" if height > width else "landscape"
