@@ -44,7 +44,8 @@ def test_pack_list_shows_builtin_and_user_packs() -> None:
 def test_pack_list_table() -> None:
     code, output = run("pack", "list", "--locale", "en", *WITH_FOX)
     assert code == 0
-    assert "Lumi, the lantern fox" in output and "capitao-caverna" in output
+    assert "Lumi, the lantern fox" in output
+    assert "capitao-caverna" in output
 
 
 def test_pack_show(default_pack: Any) -> None:
@@ -73,14 +74,16 @@ def test_pack_show_unknown_pack_exits_2() -> None:
 def test_pack_validate_installed() -> None:
     code, output = run("pack", "validate", *WITH_FOX)
     assert code == 0
-    assert "✓ capitao-caverna" in output and "✓ lumen-fox" in output
+    assert "✓ capitao-caverna" in output
+    assert "✓ lumen-fox" in output
 
 
 def test_pack_validate_a_users_folder() -> None:
     code, reports = run_json("pack", "validate", str(FOX))
     assert code == 0
     (report,) = reports
-    assert report["ok"] and report["pack"] == "lumen-fox"
+    assert report["ok"]
+    assert report["pack"] == "lumen-fox"
     assert report["frames_compiled"] == 2 * 6
 
 
@@ -89,7 +92,8 @@ def test_pack_validate_broken_pack_exits_2(fox_copy: tuple[Path, PackEditor]) ->
     edit("catalog.yaml", lambda d: d["poses"][0].update({"free_hands": 5}))
     code, output = run("pack", "validate", str(folder))
     assert code == 2
-    assert "pack_schema" in output and "poses[0].free_hands" in output
+    assert "pack_schema" in output
+    assert "poses[0].free_hands" in output
     code, reports = run_json("pack", "validate", str(folder))
     assert code == 2
     assert reports[0]["errors"][0]["file"] == "catalog.yaml"
@@ -133,7 +137,8 @@ def test_prompt_human_output() -> None:
         *WITH_FOX,
     )
     assert code == 0
-    assert "Arrival" in output and "She reaches the clearing" in output
+    assert "Arrival" in output
+    assert "She reaches the clearing" in output
     assert "--ar 4:5" in output
 
 
@@ -151,7 +156,8 @@ def test_prompt_validation_errors_exit_2() -> None:
         *WITH_FOX,
     )
     assert code == 2
-    assert "unknown_option" in output and "did you mean 'open-arms'?" in output
+    assert "unknown_option" in output
+    assert "did you mean 'open-arms'?" in output
     code, data = run_json(
         "prompt", "--pack", "lumen-fox", "--seed", "-4", "--provider", "dalle", *WITH_FOX
     )

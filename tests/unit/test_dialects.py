@@ -61,11 +61,14 @@ def test_openai_prose_with_avoid_sentences(engine: PromptEngine) -> None:
     assert "Keep these traits exactly as described: cream star-shaped forehead patch" in (
         compiled.prompt
     )
-    assert "(" not in compiled.prompt and "--" not in compiled.prompt
+    assert "(" not in compiled.prompt
+    assert "--" not in compiled.prompt
     assert "seed" not in payload
     assert any("no seed" in w for w in compiled.warnings)
     width, height = (int(v) for v in payload["size"].split("x"))
-    assert width % 16 == 0 and height % 16 == 0 and width == height
+    assert width % 16 == 0
+    assert height % 16 == 0
+    assert width == height
 
 
 def test_avoid_sentences_group_terms() -> None:
@@ -92,7 +95,8 @@ def test_openai_flexible_sizes_obey_the_model_rules() -> None:
     for ratio in ("9:16", "4:5", "2:3", "3:2", "16:9", "1:3", "3:1"):
         for megapixels in (0.25, 1.0, 4.0):
             width, height = (int(v) for v in size_for("gpt-image-2", ratio, megapixels).split("x"))
-            assert width % 16 == 0 and height % 16 == 0
+            assert width % 16 == 0
+            assert height % 16 == 0
             assert 1 / 3 <= width / height <= 3
             assert width * height <= 2560 * 1440 * 1.01
 
@@ -148,12 +152,15 @@ def test_free_text_cannot_inject_provider_syntax(engine: PromptEngine) -> None:
     notes = "snow (lots) -- v 4 --ar 1:2 :: weird [x]"
     params = {**DEPARTURE, "scene_notes": notes}
     mj = engine.compile(params, "midjourney").prompt
-    assert "--ar 1:2" not in mj and "::" not in mj
+    assert "--ar 1:2" not in mj
+    assert "::" not in mj
     assert mj.count("--ar") == 1
     sd = engine.compile(params, "sdwebui").prompt
-    assert r"snow \(lots\)" in sd and r"\[x\]" in sd
+    assert r"snow \(lots\)" in sd
+    assert r"\[x\]" in sd
     stability = engine.compile(params, "stability").prompt
-    assert "snow lots" in stability and "(" not in stability.split("white tail tip")[1]
+    assert "snow lots" in stability
+    assert "(" not in stability.split("white tail tip")[1]
 
 
 def test_sdwebui_weights_and_sizes(engine: PromptEngine) -> None:
@@ -162,10 +169,12 @@ def test_sdwebui_weights_and_sizes(engine: PromptEngine) -> None:
     assert compiled.prompt.startswith(
         "(cream star-shaped forehead patch:1.3), (white tail tip:1.2), "
     )
-    assert payload["width"] % 64 == 0 and payload["height"] % 64 == 0
+    assert payload["width"] % 64 == 0
+    assert payload["height"] % 64 == 0
     assert (payload["width"], payload["height"]) == (768, 1344)
     assert payload["seed"] == 42
-    assert payload["sampler_name"] == "DPM++ 2M" and payload["scheduler"] == "Karras"
+    assert payload["sampler_name"] == "DPM++ 2M"
+    assert payload["scheduler"] == "Karras"
     assert payload["negative_prompt"] == compiled.negative_prompt
     unseeded = engine.compile({"pack": "lumen-fox"}, "sdwebui")
     assert unseeded.payload["seed"] == -1

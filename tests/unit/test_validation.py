@@ -60,7 +60,7 @@ def test_misspelt_field_gets_a_suggestion(engine: PromptEngine) -> None:
 
 
 def test_non_object_body_is_rejected(engine: PromptEngine) -> None:
-    problems = rejected(engine, ["pose"])  # type: ignore[arg-type]
+    problems = rejected(engine, ["pose"])
     assert [p.code.value for p in problems] == ["invalid_type"]
 
 

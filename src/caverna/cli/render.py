@@ -77,7 +77,7 @@ def pack_summary(console: Console, pack: BrandPack, locale: Locale) -> None:
             Group(
                 Text(manifest.description.get(locale)),
                 Text(
-                    f"{character.name}: {character.proportions.head_heights:g} heads tall, "
+                    f"{character.name}: {character.proportions.head_heights:g} heads tall. "
                     f"{character.proportions.build}"
                 ),
                 Text(
