@@ -17,7 +17,6 @@ class ProblemCode(StrEnum):
 
     # parameter shape
     INVALID_TYPE = "invalid_type"
-    MISSING_FIELD = "missing_field"
     UNKNOWN_FIELD = "unknown_field"
     OUT_OF_RANGE = "out_of_range"
     INVALID_CHOICE = "invalid_choice"

@@ -61,8 +61,6 @@ def _problem_from_error(error: Any) -> Problem:
             allowed=PARAM_FIELDS,
             suggestion=closest(field, PARAM_FIELDS),
         )
-    if kind == "missing":
-        return Problem(ProblemCode.MISSING_FIELD, field, "this field is required")
     if kind in _RANGE_ERRORS:
         return Problem(ProblemCode.OUT_OF_RANGE, field, message)
     if kind == "too_long" and field == "props":
