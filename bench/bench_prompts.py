@@ -7,6 +7,7 @@ pack <= 100 ms. Run with `make bench`; prints medians (and p95) with the machine
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import platform
 import statistics
@@ -33,11 +34,17 @@ CASES: dict[str, dict[str, Any]] = {
 
 
 def timings(action: Callable[[], object], repeat: int) -> list[float]:
+    """Per-call times in µs; the collector is paused while timing, as timeit does."""
     samples = []
-    for _ in range(repeat):
-        start = time.perf_counter_ns()
-        action()
-        samples.append((time.perf_counter_ns() - start) / 1e3)
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(repeat):
+            start = time.perf_counter_ns()
+            action()
+            samples.append((time.perf_counter_ns() - start) / 1e3)
+    finally:
+        gc.enable()
     return samples
 
 

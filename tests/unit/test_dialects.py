@@ -72,8 +72,8 @@ def test_openai_prose_with_avoid_sentences(engine: PromptEngine) -> None:
 
 
 def test_avoid_sentences_group_terms() -> None:
-    assert avoid_sentences(("a",)) == ["Avoid a."]
-    assert avoid_sentences(("a", "b", "c"), per_sentence=2) == ["Avoid a or b.", "Avoid c."]
+    assert avoid_sentences(("a",)) == ("Avoid a.",)
+    assert avoid_sentences(("a", "b", "c"), per_sentence=2) == ("Avoid a or b.", "Avoid c.")
 
 
 @pytest.mark.parametrize(

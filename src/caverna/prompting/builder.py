@@ -10,7 +10,7 @@ from functools import lru_cache
 
 from caverna.brand.pack import BrandPack
 from caverna.brand.schema import OptionKind
-from caverna.prompting.params import ResolvedParams
+from caverna.prompting.params import ResolvedParams, stable_hash
 from caverna.prompting.spec import PromptSpec, Section, SectionKey, template_version
 
 _MEMO_SIZE = 4096
@@ -161,7 +161,7 @@ def negative_terms(
     return tuple(kept)
 
 
-def build_spec(pack: BrandPack, params: ResolvedParams, params_hash: str) -> PromptSpec:
+def build_spec(pack: BrandPack, params: ResolvedParams) -> PromptSpec:
     base = foundation_sections(pack)
     frame = frame_sections(pack, params.frame) if params.frame else {}
     sections = [
@@ -192,10 +192,12 @@ def build_spec(pack: BrandPack, params: ResolvedParams, params_hash: str) -> Pro
         f"footwear:{params.footwear}",
         *(f"prop:{p}" for p in params.props),
     )
+    canonical = params.canonical()
     return PromptSpec(
         pack=pack,
         params=params,
-        params_hash=params_hash,
+        canonical_params=canonical,
+        params_hash=stable_hash(canonical),
         template_version=template_version(pack),
         frame=pack.frames[params.frame] if params.frame else None,
         sections=tuple(sections),

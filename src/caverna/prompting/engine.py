@@ -58,7 +58,7 @@ class PromptEngine:
 
     def spec(self, raw: RawParams) -> PromptSpec:
         pack, resolved = self.resolve(raw)
-        return build_spec(pack, resolved, resolved.params_hash)
+        return build_spec(pack, resolved)
 
     def compile(self, raw: RawParams, dialect: str) -> CompiledPrompt:
         pack, resolved = self.resolve(raw, dialect)
@@ -138,7 +138,7 @@ class PromptEngine:
 
 
 def compile_resolved(pack: BrandPack, resolved: ResolvedParams, dialect: Dialect) -> CompiledPrompt:
-    return dialect.compile(build_spec(pack, resolved, resolved.params_hash))
+    return dialect.compile(build_spec(pack, resolved))
 
 
 def length_problems(compiled: CompiledPrompt, dialect: Dialect) -> list[Problem]:

@@ -27,6 +27,8 @@ def clean_text(value: str) -> str:
     Whitespace controls (tab, newline) are allowed and folded into single spaces.
     """
     normalized = unicodedata.normalize("NFC", value)
+    if normalized.isprintable():  # fast path: no control, format or separator characters
+        return " ".join(normalized.split())
     bad = sorted(
         {
             f"U+{ord(ch):04X}"

@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import lru_cache
+from typing import Any
 
 from caverna.brand.pack import BrandPack, FrameEntry
 from caverna.brand.schema import WeightedTrait
@@ -47,10 +49,13 @@ class Section:
     sentences: tuple[str, ...]
     _prose: str = field(init=False, repr=False, compare=False)
     _phrases: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    _joined: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        phrases = tuple(p for p in (s.rstrip(". ") for s in self.sentences) if p)
         object.__setattr__(self, "_prose", " ".join(sentence_case(s) for s in self.sentences))
-        object.__setattr__(self, "_phrases", tuple(s.rstrip(". ") for s in self.sentences))
+        object.__setattr__(self, "_phrases", phrases)
+        object.__setattr__(self, "_joined", ", ".join(phrases))
 
     def prose(self) -> str:
         """Sentences, each ending with a full stop."""
@@ -60,11 +65,16 @@ class Section:
         """Comma-friendly fragments without final full stops."""
         return self._phrases
 
+    def joined(self) -> str:
+        """The fragments joined with commas."""
+        return self._joined
+
 
 @dataclass(frozen=True, slots=True)
 class PromptSpec:
     pack: BrandPack
     params: ResolvedParams
+    canonical_params: dict[str, Any]
     params_hash: str
     template_version: str
     frame: FrameEntry | None
@@ -88,6 +98,7 @@ def sentence_case(text: str) -> str:
     return text if text[-1] in ".!?" else text + "."
 
 
+@lru_cache(maxsize=64)
 def template_version(pack: BrandPack) -> str:
     """Engine version plus a digest of the pack's content: any edit gives a new version."""
     digest = hashlib.sha256(f"{ENGINE_VERSION}:{pack.content_hash}".encode()).hexdigest()

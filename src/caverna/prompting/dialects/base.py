@@ -7,8 +7,10 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
+from caverna.brand.pack import BrandPack
 from caverna.prompting.params import MAX_SEED
 from caverna.prompting.spec import PromptSpec, SectionKey
 
@@ -75,7 +77,7 @@ def compiled(
         pack_version=spec.pack.version,
         template_version=spec.template_version,
         params_hash=spec.params_hash,
-        params=spec.params.canonical(),
+        params=spec.canonical_params,
         prompt=prompt,
         negative_prompt=negative_prompt,
         payload=payload,
@@ -113,10 +115,10 @@ def phrases(
     """Comma-style fragments of the sections in `order`; user notes pass through `notes`."""
     out: list[str] = []
     for section in spec.ordered(order):
-        fragments = section.phrases()
         if section.key is SectionKey.NOTES:
-            fragments = tuple(notes(f) for f in fragments)
-        out.extend(f for f in fragments if f)
+            out.extend(notes(f) for f in section.phrases())
+        elif section.sentences:
+            out.append(section.joined())
     return out
 
 
@@ -133,8 +135,15 @@ def strip_weight_syntax(text: str) -> str:
     return " ".join(re.sub(r"[()\[\]{}<>|\\]", " ", text).split())
 
 
-def weighted_terms(spec: PromptSpec) -> list[str]:
-    return [f"({trait.term}:{trait.weight:g})" for trait in spec.must_keep]
+@lru_cache(maxsize=64)
+def _weighted(pack: BrandPack) -> str:
+    traits = pack.model.foundation.character.must_never_change
+    return ", ".join(f"({trait.term}:{trait.weight:g})" for trait in traits)
+
+
+def weighted_terms(spec: PromptSpec) -> str:
+    """The must-keep traits with attention weights, as one comma-joined run."""
+    return _weighted(spec.pack)
 
 
 SD_ORDER: tuple[SectionKey, ...] = (
@@ -158,4 +167,4 @@ SD_ORDER: tuple[SectionKey, ...] = (
 
 def sd_prompt(spec: PromptSpec) -> str:
     """Weighted must-keep traits first (attention falls off along the prompt), then the rest."""
-    return ", ".join([*weighted_terms(spec), *phrases(spec, SD_ORDER, escape_sd)])
+    return ", ".join([weighted_terms(spec), *phrases(spec, SD_ORDER, escape_sd)])

@@ -6,6 +6,9 @@ stated in prose and the must-keep traits are spelled out as an instruction.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
+from caverna.brand.pack import BrandPack
 from caverna.prompting.dialects.base import CompiledPrompt, Dialect, compiled, dimensions, ratio
 from caverna.prompting.spec import PromptSpec, SectionKey, sentence_case
 
@@ -53,13 +56,21 @@ def size_for(model: str, aspect_ratio: str, megapixels: float) -> str:
     return _FIXED_SIZES[shape]
 
 
-def avoid_sentences(terms: tuple[str, ...], per_sentence: int = 8) -> list[str]:
+@lru_cache(maxsize=256)
+def avoid_sentences(terms: tuple[str, ...], per_sentence: int = 8) -> tuple[str, ...]:
     sentences = []
     for start in range(0, len(terms), per_sentence):
         chunk = list(terms[start : start + per_sentence])
         listed = chunk[0] if len(chunk) == 1 else f"{', '.join(chunk[:-1])} or {chunk[-1]}"
         sentences.append(f"Avoid {listed}.")
-    return sentences
+    return tuple(sentences)
+
+
+@lru_cache(maxsize=64)
+def keep_sentence(pack: BrandPack) -> str:
+    traits = pack.model.foundation.character.must_never_change
+    keep = ", ".join(trait.term for trait in traits)
+    return sentence_case(f"keep these traits exactly as described: {keep}")
 
 
 def compile_openai(spec: PromptSpec) -> CompiledPrompt:
@@ -72,8 +83,7 @@ def compile_openai(spec: PromptSpec) -> CompiledPrompt:
             paragraphs.append(text)
         else:
             paragraphs.append(f"{section.label}: {text}")
-    keep = ", ".join(trait.term for trait in spec.must_keep)
-    paragraphs.append(sentence_case(f"keep these traits exactly as described: {keep}"))
+    paragraphs.append(keep_sentence(spec.pack))
     paragraphs.append(" ".join(avoid_sentences(spec.negative)))
     prompt = "\n\n".join(paragraphs)
 

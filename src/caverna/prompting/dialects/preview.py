@@ -5,8 +5,10 @@ It also carries the provider-neutral text prompt, so a preview shows what a mode
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
+from caverna.brand.pack import BrandPack
 from caverna.prompting.dialects.base import (
     SD_ORDER,
     CompiledPrompt,
@@ -21,6 +23,15 @@ from caverna.prompting.spec import PromptSpec
 
 NAME = "preview"
 SIZE_MULTIPLE = 8
+
+
+@lru_cache(maxsize=64)
+def _palette(pack: BrandPack) -> tuple[tuple[str, str, str], ...]:
+    return tuple((c.name, c.hex, c.role) for c in pack.model.foundation.technical.palette)
+
+
+def palette_data(pack: BrandPack) -> list[dict[str, str]]:
+    return [{"name": name, "hex": hex_, "role": role} for name, hex_, role in _palette(pack)]
 
 
 def compile_preview(spec: PromptSpec) -> CompiledPrompt:
