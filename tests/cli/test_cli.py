@@ -244,3 +244,10 @@ def test_bad_locale_is_a_usage_error(locale: str) -> None:
     code, output = run("pack", "show", "--locale", locale)
     assert code == 2
     assert "pt-BR or en" in output
+
+
+def test_bad_configuration_is_a_clear_error() -> None:
+    result = runner.invoke(app, ["pack", "list"], env={"CAVERNA_PROVIDERS": "preview,dalle"})
+    assert result.exit_code == 2
+    assert "configuration error: CAVERNA_PROVIDERS" in result.output
+    assert "dalle" in result.output

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
@@ -14,6 +15,7 @@ from caverna import __version__
 from caverna.bootstrap import Container, build_container
 from caverna.brand.schema import Locale
 from caverna.cli.render import compiled_panel, pack_summary, problems_table
+from caverna.config import Settings
 from caverna.domain.problems import InvalidPackError, ProblemsError
 from caverna.prompting.dialects.registry import DIALECT_NAMES
 from caverna.services.packs import PackReport, validate_folder, validate_installed
@@ -38,7 +40,14 @@ LocaleOption = Annotated[str, typer.Option("--locale", help="Language of labels:
 
 
 def _container(packs: list[Path] | None) -> Container:
-    return build_container(extra_pack_paths=packs or ())
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        for error in exc.errors(include_url=False):
+            name = "CAVERNA_" + "_".join(str(part) for part in error["loc"]).upper()
+            typer.echo(f"configuration error: {name}: {error['msg']}", err=True)
+        raise typer.Exit(EXIT_INVALID) from None
+    return build_container(settings, extra_pack_paths=packs or ())
 
 
 def _console() -> Console:
