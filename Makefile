@@ -16,10 +16,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## The main job: validate the installed packs and print the onboarding storyboard.
+## The main job, offline: validate the packs, then generate the onboarding storyboard
+## (SQLite and local files under ./caverna-data, the preview provider) and say where it is.
 run: $(STAMP)
 	$(BIN)/caverna pack validate
-	$(BIN)/caverna prompt --sequence onboarding
+	$(BIN)/caverna sequence generate --sequence onboarding --out caverna-data/storyboard
 
 ## Lint, format check, types, layering contract, then the whole test suite.
 test: lint typecheck imports unit

@@ -2,13 +2,35 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from caverna.brand.registry import PackRegistry
 from caverna.config import Settings
+from caverna.db.engine import create_engine, is_sqlite
+from caverna.db.migrate import current_revision, upgrade_engine
+from caverna.db.prompt_cache import SqlPromptCacheStore
 from caverna.prompting.engine import PromptEngine
+from caverna.providers.base import ImageProvider
+from caverna.providers.latency import WithLatency
+from caverna.providers.preview import PreviewProvider
+from caverna.queue.sql import SqlJobStore
+from caverna.services.generation import GenerationService, SubmitOptions
+from caverna.services.processing import JobProcessor, ProcessingOptions
+from caverna.services.prompt_cache import CachedCompiler
+from caverna.storage.base import ObjectStore
+from caverna.storage.factory import store_from_url
+from caverna.worker.loop import Worker, WorkerOptions
+
+HEAD_REVISION = "0001"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -27,3 +49,118 @@ def build_container(
     settings = settings or Settings()
     registry = packs or PackRegistry([*extra_pack_paths, *settings.pack_paths])
     return Container(settings=settings, packs=registry, prompts=PromptEngine(registry))
+
+
+@dataclass
+class Runtime:
+    """Everything that needs an event loop and connections; close it when done."""
+
+    container: Container
+    engine: AsyncEngine
+    jobs: SqlJobStore
+    compiler: CachedCompiler
+    cache: SqlPromptCacheStore
+    store: ObjectStore
+    providers: dict[str, ImageProvider]
+    generation: GenerationService
+    processor: JobProcessor
+    _workers: list[Worker] = field(default_factory=list)
+
+    @property
+    def settings(self) -> Settings:
+        return self.container.settings
+
+    def worker(self, *, concurrency: int | None = None, worker_id: str | None = None) -> Worker:
+        settings = self.settings
+        worker = Worker(
+            jobs=self.jobs,
+            processor=self.processor,
+            providers=list(self.providers),
+            options=WorkerOptions(
+                concurrency=concurrency or settings.worker_concurrency,
+                per_provider=settings.provider_limits,
+                lease_seconds=settings.lease_seconds,
+            ),
+            worker_id=worker_id,
+        )
+        self._workers.append(worker)
+        return worker
+
+    async def aclose(self) -> None:
+        await self.jobs.close()
+        await self.store.close()
+        await self.engine.dispose()
+
+
+class DatabaseNotMigrated(RuntimeError):
+    """The scale-out database is behind the code: an operator runs `caverna db upgrade`."""
+
+
+async def open_runtime(
+    container: Container,
+    *,
+    providers: Mapping[str, ImageProvider] | None = None,
+    store: ObjectStore | None = None,
+    clock: object = None,
+    processing: ProcessingOptions | None = None,
+) -> Runtime:
+    settings = container.settings
+    now = clock if callable(clock) else utcnow
+    engine = create_engine(settings.resolved_database_url)
+    try:
+        await _prepare_database(engine, settings.resolved_database_url)
+    except BaseException:
+        await engine.dispose()
+        raise
+    jobs = SqlJobStore(engine, clock=now)
+    cache = SqlPromptCacheStore(engine)
+    compiler = CachedCompiler(container.prompts, cache, settings.prompt_cache_ttl_seconds)
+    object_store = store or store_from_url(settings.storage_url, data_dir=settings.data_dir)
+    available = dict(providers) if providers is not None else _providers(settings)
+    generation = GenerationService(
+        prompts=container.prompts,
+        compiler=compiler,
+        jobs=jobs,
+        providers=list(available),
+        clock=now,
+        options=SubmitOptions(
+            max_attempts=settings.max_attempts, delivery_format=settings.delivery_format
+        ),
+    )
+    processor = JobProcessor(
+        jobs=jobs,
+        compiler=compiler,
+        providers=available,
+        store=object_store,
+        clock=now,
+        options=processing or ProcessingOptions(lease_seconds=settings.lease_seconds),
+    )
+    return Runtime(
+        container, engine, jobs, compiler, cache, object_store, available, generation, processor
+    )
+
+
+async def _prepare_database(engine: AsyncEngine, url: str) -> None:
+    """The embedded database migrates itself; a shared one must be migrated on purpose."""
+    if is_sqlite(url):
+        await upgrade_engine(engine)
+        return
+    revision = await current_revision(engine)
+    if revision != HEAD_REVISION:
+        raise DatabaseNotMigrated(
+            f"the database is at revision {revision or 'none'}, the code needs {HEAD_REVISION}: "
+            "run `caverna db upgrade`"
+        )
+
+
+def _providers(settings: Settings) -> dict[str, ImageProvider]:
+    """Configured providers in failover order; the offline preview is always available."""
+    preview: ImageProvider = PreviewProvider()
+    if settings.preview_latency_ms:
+        preview = WithLatency(preview, settings.preview_latency_ms)
+    available: dict[str, ImageProvider] = {}
+    for name in settings.provider_order:
+        if name == "preview":
+            available[name] = preview
+    available.setdefault("preview", preview)
+    return available

@@ -27,6 +27,26 @@ class Settings(BaseSettings):
         default="",
         description="Comma-separated provider order; the first is the default dialect.",
     )
+    database_url: str = Field(
+        default="", description="SQLAlchemy URL; empty means SQLite under the data folder."
+    )
+    storage_url: str = Field(
+        default="", description="file://, memory:// or s3://bucket?...; empty means local media."
+    )
+    delivery_format: Literal["webp", "png", "avif"] = "webp"
+    worker_concurrency: int = Field(default=4, ge=1, le=256)
+    provider_concurrency: str = Field(
+        default="", description="Per-provider job limits per worker, e.g. 'sdwebui=1,openai=8'."
+    )
+    lease_seconds: float = Field(default=60.0, ge=1.0, le=3600.0)
+    max_attempts: int = Field(default=3, ge=1, le=20)
+    prompt_cache_ttl_seconds: float = Field(default=30 * 24 * 3600, ge=0)
+    preview_latency_ms: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=600_000.0,
+        description="Extra latency of the offline preview, to rehearse real provider timing.",
+    )
 
     @field_validator("providers")
     @classmethod
@@ -37,6 +57,22 @@ class Settings(BaseSettings):
                 f"unknown provider(s) {', '.join(unknown)}; known: {', '.join(DIALECT_NAMES)}"
             )
         return value
+
+    @field_validator("provider_concurrency")
+    @classmethod
+    def _limits(cls, value: str) -> str:
+        parse_limits(value)
+        return value
+
+    @property
+    def resolved_database_url(self) -> str:
+        return (
+            self.database_url or f"sqlite+aiosqlite:///{(self.data_dir / 'caverna.db').as_posix()}"
+        )
+
+    @property
+    def provider_limits(self) -> dict[str, int]:
+        return parse_limits(self.provider_concurrency)
 
     @property
     def pack_paths(self) -> list[Path]:
@@ -53,3 +89,13 @@ class Settings(BaseSettings):
 
 def _split(value: str, separator: str) -> list[str]:
     return [part.strip() for part in value.split(separator) if part.strip()]
+
+
+def parse_limits(value: str) -> dict[str, int]:
+    limits: dict[str, int] = {}
+    for item in _split(value, ","):
+        name, _, number = item.partition("=")
+        if name.strip() not in DIALECT_NAMES or not number.strip().isdigit():
+            raise ValueError(f"'{item}' is not provider=number with a known provider")
+        limits[name.strip()] = max(1, int(number))
+    return limits

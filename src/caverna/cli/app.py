@@ -14,6 +14,7 @@ from rich.table import Table
 from caverna import __version__
 from caverna.bootstrap import Container, build_container
 from caverna.brand.schema import Locale
+from caverna.cli import runtime_commands
 from caverna.cli.render import compiled_panel, pack_summary, problems_table
 from caverna.config import Settings
 from caverna.domain.problems import InvalidPackError, ProblemsError
@@ -266,6 +267,9 @@ def prompt(
         else:
             title, subtitle = f"{loaded.id} · {dialect}", None
         console.print(compiled_panel(compiled, title, subtitle))
+
+
+runtime_commands.register(app, _container, _fail)
 
 
 def main() -> None:

@@ -46,6 +46,22 @@ class CompiledPrompt:
             "warnings": list(self.warnings),
         }
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CompiledPrompt:
+        return cls(
+            dialect=data["dialect"],
+            pack=data["pack"],
+            pack_version=data["pack_version"],
+            template_version=data["template_version"],
+            params_hash=data["params_hash"],
+            params=data["params"],
+            prompt=data["prompt"],
+            negative_prompt=data["negative_prompt"],
+            payload=data["payload"],
+            seed=data["seed"],
+            warnings=tuple(data["warnings"]),
+        )
+
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, ensure_ascii=False, indent=2)
 

@@ -1,0 +1,389 @@
+"""Commands that run the pipeline: generate, sequence generate, worker, db, cache."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from caverna.bootstrap import Container, DatabaseNotMigrated, Runtime, open_runtime, utcnow
+from caverna.db.migrate import upgrade
+from caverna.domain.jobs import ImageJob, JobStatus
+from caverna.domain.problems import ProblemsError
+from caverna.prompting.dialects.registry import DIALECT_NAMES
+
+T = TypeVar("T")
+EXIT_FAILED = 1
+EXIT_INVALID = 2
+POLL_SECONDS = 0.2
+
+ContainerFactory = Callable[[list[Path] | None], Container]
+FailHandler = Callable[[ProblemsError, bool], Any]
+
+
+def register(app: typer.Typer, make_container: ContainerFactory, fail: FailHandler) -> None:
+    """Attach the pipeline commands to the CLI (the container factory handles bad settings)."""
+    sequence_app = typer.Typer(help="Storyboards: generate every frame.", no_args_is_help=True)
+    db_app = typer.Typer(help="The database: migrations.", no_args_is_help=True)
+    cache_app = typer.Typer(help="The prompt cache.", no_args_is_help=True)
+    app.add_typer(sequence_app, name="sequence")
+    app.add_typer(db_app, name="db")
+    app.add_typer(cache_app, name="cache")
+
+    def run(
+        coroutine_factory: Callable[[Runtime], Awaitable[T]],
+        packs: list[Path] | None,
+        as_json: bool = False,
+    ) -> T:
+        container = make_container(packs)
+
+        async def main() -> T:
+            try:
+                runtime = await open_runtime(container)
+            except DatabaseNotMigrated as exc:
+                typer.echo(f"error: {exc}", err=True)
+                raise typer.Exit(EXIT_FAILED) from None
+            try:
+                return await coroutine_factory(runtime)
+            finally:
+                await runtime.aclose()
+
+        try:
+            return asyncio.run(main())
+        except ProblemsError as exc:
+            fail(exc, as_json)
+            raise typer.Exit(EXIT_INVALID) from None
+
+    @app.command("generate")
+    def generate(
+        pack: Annotated[str | None, typer.Option(help="Brand pack id.")] = None,
+        pose: Annotated[str | None, typer.Option(help="Pose id.")] = None,
+        outfit: Annotated[str | None, typer.Option(help="Outfit id.")] = None,
+        footwear: Annotated[str | None, typer.Option(help="Footwear id.")] = None,
+        prop: Annotated[
+            list[str] | None, typer.Option("--prop", help="Prop id (repeatable).")
+        ] = None,
+        no_props: Annotated[bool, typer.Option("--no-props", help="No props at all.")] = False,
+        frame: Annotated[str | None, typer.Option(help="Frame, as sequence/frame.")] = None,
+        aspect_ratio: Annotated[str | None, typer.Option("--aspect-ratio")] = None,
+        seed: Annotated[
+            int | None, typer.Option(help="Seed; drawn at random when omitted.")
+        ] = None,
+        scene_notes: Annotated[str | None, typer.Option("--scene-notes")] = None,
+        provider: Annotated[
+            str | None, typer.Option(help=f"One of {', '.join(DIALECT_NAMES)}.")
+        ] = None,
+        force: Annotated[
+            bool, typer.Option(help="Generate again even if an identical image exists.")
+        ] = False,
+        out: Annotated[
+            Path | None, typer.Option("--out", help="Also copy the image into this folder.")
+        ] = None,
+        user: Annotated[str, typer.Option(help="Owner of the image.")] = "local",
+        packs: Annotated[
+            list[Path] | None, typer.Option("--packs", help="Extra pack folder.")
+        ] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    ) -> None:
+        """Generate one image: submit, process (in this process), store, and report where it is."""
+        raw: dict[str, Any] = {
+            k: v
+            for k, v in {
+                "pose": pose,
+                "outfit": outfit,
+                "footwear": footwear,
+                "frame": frame,
+                "aspect_ratio": aspect_ratio,
+                "seed": seed,
+                "scene_notes": scene_notes,
+            }.items()
+            if v is not None
+        }
+        if pack:
+            raw["pack"] = pack
+        if prop or no_props:
+            raw["props"] = [] if no_props else list(prop or [])
+
+        async def work(runtime: Runtime) -> ImageJob:
+            result = await runtime.generation.submit(user, raw, provider=provider, force=force)
+            jobs = [result.job.id]
+            done = await _wait_with_worker(runtime, jobs, quiet=as_json)
+            return done[0]
+
+        job = run(work, packs, as_json)
+        _report(job, out, as_json, packs, run)
+
+    @sequence_app.command("generate")
+    def sequence_generate(
+        sequence: Annotated[str, typer.Option(help="Sequence id, e.g. onboarding.")] = "onboarding",
+        pack: Annotated[str | None, typer.Option(help="Brand pack id.")] = None,
+        outfit: Annotated[str | None, typer.Option(help="Outfit for every frame.")] = None,
+        footwear: Annotated[str | None, typer.Option(help="Footwear for every frame.")] = None,
+        aspect_ratio: Annotated[str | None, typer.Option("--aspect-ratio")] = None,
+        seed: Annotated[int | None, typer.Option(help="Shared seed; drawn when omitted.")] = None,
+        scene_notes: Annotated[str | None, typer.Option("--scene-notes")] = None,
+        provider: Annotated[
+            str | None, typer.Option(help=f"One of {', '.join(DIALECT_NAMES)}.")
+        ] = None,
+        out: Annotated[
+            Path | None, typer.Option("--out", help="Also copy the images here.")
+        ] = None,
+        user: Annotated[str, typer.Option(help="Owner of the images.")] = "local",
+        packs: Annotated[
+            list[Path] | None, typer.Option("--packs", help="Extra pack folder.")
+        ] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    ) -> None:
+        """Generate every frame of a storyboard with one shared seed, showing progress per frame."""
+        raw: dict[str, Any] = {
+            k: v
+            for k, v in {
+                "pack": pack,
+                "outfit": outfit,
+                "footwear": footwear,
+                "aspect_ratio": aspect_ratio,
+                "seed": seed,
+                "scene_notes": scene_notes,
+            }.items()
+            if v is not None
+        }
+
+        async def work(runtime: Runtime) -> tuple[uuid.UUID, list[ImageJob]]:
+            submitted = await runtime.generation.submit_sequence(
+                user, sequence, raw, provider=provider
+            )
+            ids = [job.id for job in submitted.jobs]
+            return submitted.sequence_id, await _wait_with_worker(runtime, ids, quiet=as_json)
+
+        sequence_id, jobs = run(work, packs, as_json)
+        _report_many(sequence_id, jobs, out, as_json, packs, run)
+
+    @app.command("worker")
+    def worker(
+        concurrency: Annotated[
+            int | None, typer.Option(help="Jobs at once (default: setting).")
+        ] = None,
+        max_jobs: Annotated[
+            int | None, typer.Option("--max-jobs", help="Stop after this many jobs.")
+        ] = None,
+        packs: Annotated[
+            list[Path] | None, typer.Option("--packs", help="Extra pack folder.")
+        ] = None,
+    ) -> None:
+        """Process queued jobs until stopped (SIGTERM or Ctrl-C finish the jobs in hand first)."""
+
+        async def work(runtime: Runtime) -> int:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(NotImplementedError):
+                    loop.add_signal_handler(sig, stop.set)
+            instance = runtime.worker(concurrency=concurrency)
+            typer.echo(f"worker {instance.worker_id} started", err=True)
+            await instance.run(stop, max_jobs=max_jobs)
+            return instance.processed
+
+        processed = run(work, packs)
+        typer.echo(f"worker stopped after {processed} job(s)", err=True)
+
+    @db_app.command("upgrade")
+    def db_upgrade(
+        packs: Annotated[list[Path] | None, typer.Option("--packs", hidden=True)] = None,
+    ) -> None:
+        """Migrate the configured database to the newest schema."""
+        settings = make_container(packs).settings
+        asyncio.run(upgrade(settings.resolved_database_url))
+        typer.echo("database is up to date")
+
+    @cache_app.command("stats")
+    def cache_stats(
+        as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    ) -> None:
+        """Entries per provider dialect, expired entries, hits and misses."""
+
+        async def work(runtime: Runtime) -> Any:
+            return await runtime.cache.stats(utcnow())
+
+        stats = run(work, None)
+        data = {
+            "entries": stats.entries,
+            "expired": stats.expired,
+            "hits": stats.hits,
+            "misses": stats.misses,
+            "hit_rate": round(stats.hit_rate, 4),
+            "by_dialect": dict(stats.by_dialect),
+        }
+        if as_json:
+            typer.echo(json.dumps(data, indent=2))
+            return
+        table = Table(title="prompt cache")
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        for key in ("entries", "expired", "hits", "misses", "hit_rate"):
+            table.add_row(key, str(data[key]))
+        for dialect, count in sorted(stats.by_dialect.items()):
+            table.add_row(f"entries: {dialect}", str(count))
+        Console().print(table)
+
+    @cache_app.command("prune")
+    def cache_prune(
+        everything: Annotated[bool, typer.Option("--all", help="Remove every entry.")] = False,
+    ) -> None:
+        """Remove expired entries (or all of them)."""
+
+        async def work(runtime: Runtime) -> int:
+            return await runtime.cache.prune(utcnow(), everything=everything)
+
+        removed = run(work, None)
+        typer.echo(f"removed {removed} cache entr{'y' if removed == 1 else 'ies'}")
+
+
+async def _wait_with_worker(
+    runtime: Runtime, job_ids: list[uuid.UUID], *, quiet: bool
+) -> list[ImageJob]:
+    """Run a worker in this process until every job is terminal, with a progress bar."""
+    stop = asyncio.Event()
+    worker_task = asyncio.create_task(runtime.worker().run(stop))
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        disable=quiet,
+        transient=False,
+    )
+    tasks: dict[uuid.UUID, TaskID] = {}
+    try:
+        with progress:
+            while True:
+                jobs = [await runtime.jobs.get(job_id) for job_id in job_ids]
+                for index, job in enumerate(jobs):
+                    assert job is not None
+                    label = job.frame_id.split("/")[-1] if job.frame_id else str(job.id)[:8]
+                    if job.id not in tasks:
+                        tasks[job.id] = progress.add_task(
+                            f"{index + 1}. {label}", total=1.0, status=job.status.value
+                        )
+                    progress.update(tasks[job.id], completed=job.progress, status=job.status.value)
+                if all(job is not None and job.terminal for job in jobs):
+                    return [job for job in jobs if job is not None]
+                if worker_task.done():
+                    worker_task.result()  # surfaces an unexpected worker crash
+                await asyncio.sleep(POLL_SECONDS)
+    finally:
+        stop.set()
+        await worker_task
+
+
+def _location(runtime: Runtime, job: ImageJob) -> Awaitable[str | None]:
+    async def find() -> str | None:
+        if job.storage_key is None:
+            return None
+        path = runtime.store.local_path(job.storage_key)
+        if path is not None:
+            return str(path)
+        return await runtime.store.url(job.storage_key)
+
+    return find()
+
+
+def _job_summary(job: ImageJob, location: str | None, copied: str | None) -> dict[str, Any]:
+    return {
+        "image_id": str(job.id),
+        "status": job.status.value,
+        "frame": job.frame_id,
+        "provider": job.provider,
+        "seed": job.seed,
+        "location": location,
+        "copied_to": copied,
+        "width": job.width,
+        "height": job.height,
+        "sha256": job.sha256,
+        "error_code": job.error_code,
+        "error_message": job.error_message,
+    }
+
+
+def _collect(
+    jobs: list[ImageJob], out: Path | None, packs: list[Path] | None, run: Any
+) -> list[dict[str, Any]]:
+    async def work(runtime: Runtime) -> list[dict[str, Any]]:
+        summaries = []
+        for job in jobs:
+            location = await _location(runtime, job)
+            copied = None
+            if out is not None and job.status is JobStatus.COMPLETED and job.storage_key:
+                out.mkdir(parents=True, exist_ok=True)
+                extension = job.storage_key.rsplit(".", 1)[-1]
+                name = (
+                    f"{job.frame_index + 1:02d}-{job.frame_id.split('/')[-1]}"
+                    if (job.frame_id and job.frame_index is not None)
+                    else str(job.id)
+                )
+                target = out / f"{name}.{extension}"
+                target.write_bytes(await runtime.store.get(job.storage_key))
+                copied = str(target)
+            summaries.append(_job_summary(job, location, copied))
+        return summaries
+
+    result: list[dict[str, Any]] = run(work, packs)
+    return result
+
+
+def _report(
+    job: ImageJob, out: Path | None, as_json: bool, packs: list[Path] | None, run: Any
+) -> None:
+    (summary,) = _collect([job], out, packs, run)
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+    elif job.status is JobStatus.COMPLETED:
+        typer.echo(f"image {summary['image_id']} stored at {summary['location']}")
+        if summary["copied_to"]:
+            typer.echo(f"copied to {summary['copied_to']}")
+    else:
+        typer.echo(
+            f"image {summary['image_id']} {job.status.value}: "
+            f"{job.error_code or ''} {job.error_message or ''}".rstrip(),
+            err=True,
+        )
+    if job.status is not JobStatus.COMPLETED:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _report_many(
+    sequence_id: uuid.UUID,
+    jobs: list[ImageJob],
+    out: Path | None,
+    as_json: bool,
+    packs: list[Path] | None,
+    run: Any,
+) -> None:
+    summaries = _collect(jobs, out, packs, run)
+    failed = [job for job in jobs if job.status is not JobStatus.COMPLETED]
+    if as_json:
+        typer.echo(json.dumps({"sequence_id": str(sequence_id), "frames": summaries}, indent=2))
+    else:
+        table = Table(title=f"sequence {sequence_id}")
+        for column in ("#", "frame", "status", "stored at"):
+            table.add_column(column)
+        for index, summary in enumerate(summaries, start=1):
+            table.add_row(
+                str(index),
+                (summary["frame"] or "").split("/")[-1],
+                summary["status"],
+                summary["copied_to"] or summary["location"] or summary["error_code"] or "",
+            )
+        Console(width=200).print(table)
+    if failed:
+        raise typer.Exit(EXIT_FAILED)

@@ -1,0 +1,83 @@
+"""The contract every image provider implements, and the one error shape they all raise.
+
+The pipeline only ever sees these types: a provider turns a compiled prompt into image bytes and
+reports failures with a stable code plus whether retrying can help, so retry and circuit-breaker
+logic never parse vendor error messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from caverna.imaging import DeliveryFormat
+from caverna.prompting.dialects.base import CompiledPrompt
+
+ProgressCallback = Callable[[float], Awaitable[None]]
+"""Called with a fraction from 0 to 1 as generation advances."""
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One image to make: the job it belongs to, the prompt in the provider's dialect, the format.
+
+    `delivery` lets a provider that can encode natively return the final format, so the pipeline
+    never has to re-encode.
+    """
+
+    job_id: str
+    compiled: CompiledPrompt
+    delivery: DeliveryFormat
+
+
+@dataclass(frozen=True)
+class ProviderImage:
+    """What came back, as received: the bytes are validated and processed later, not here."""
+
+    data: bytes
+    content_type: str
+    model: str
+    seed: int | None
+    cost_usd: float
+    latency_ms: float
+
+
+class ProviderError(Exception):
+    """A failed generation, classified.
+
+    Codes are stable: "invalid_request", "content_blocked", "auth", "rate_limited",
+    "quota_exceeded", "unavailable", "timeout", "bad_response". `retryable` says whether the same
+    request may succeed later; `retry_after` (seconds) carries the provider's own hint when given.
+    """
+
+    def __init__(
+        self, code: str, message: str, *, retryable: bool, retry_after: float | None = None
+    ) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+    def __reduce__(self) -> tuple[Any, tuple[str, str, bool, float | None]]:
+        # Keyword-only arguments defeat Exception's default pickling; workers in other processes
+        # must still be able to hand the error back.
+        return _restore_provider_error, (self.code, self.message, self.retryable, self.retry_after)
+
+
+def _restore_provider_error(
+    code: str, message: str, retryable: bool, retry_after: float | None
+) -> ProviderError:
+    return ProviderError(code, message, retryable=retryable, retry_after=retry_after)
+
+
+@runtime_checkable
+class ImageProvider(Protocol):
+    """An image backend. Implementations must not block the event loop."""
+
+    name: str
+
+    async def generate(
+        self, request: GenerationRequest, progress: ProgressCallback
+    ) -> ProviderImage: ...

@@ -1,0 +1,65 @@
+"""The job store: the image rows are both the record and the queue.
+
+A worker claims a row under a lease that it renews while it waits on the provider; the sweeper
+returns rows whose lease expired; completion is conditional on still holding the lease. Every
+write that depends on ownership says so in its name and returns whether it happened.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+from caverna.domain.jobs import CompletedImage, ImageJob, SweepResult
+
+
+class JobStore(Protocol):
+    async def insert(self, jobs: Sequence[dict[str, Any]], sequence: dict[str, Any] | None) -> None:
+        """Insert queued jobs (and their sequence) in one transaction, then wake workers."""
+
+    async def get(self, job_id: uuid.UUID) -> ImageJob | None:
+        """One job, whatever its status."""
+
+    async def find_reusable(
+        self, params_hash: str, template_version: str, provider: str, seed: int | None
+    ) -> ImageJob | None:
+        """A job for the same request that is completed or still on its way."""
+
+    async def for_sequence(self, sequence_id: uuid.UUID) -> list[ImageJob]:
+        """The jobs of a sequence in frame order."""
+
+    async def claim(
+        self, worker_id: str, lease_seconds: float, providers: Sequence[str] | None = None
+    ) -> ImageJob | None:
+        """Take the oldest runnable queued job, atomically, or None."""
+
+    async def renew(self, job_id: uuid.UUID, worker_id: str, lease_seconds: float) -> bool:
+        """Extend the lease; False when the worker no longer owns the job."""
+
+    async def report_progress(self, job_id: uuid.UUID, worker_id: str, progress: float) -> bool:
+        """Write progress (0..1) while owning the job."""
+
+    async def complete(self, job_id: uuid.UUID, worker_id: str, result: CompletedImage) -> bool:
+        """Mark completed only if the lease is still held."""
+
+    async def retry_later(
+        self, job_id: uuid.UUID, worker_id: str, code: str, message: str, at: datetime
+    ) -> bool:
+        """Give the job back to the queue, runnable again at `at`."""
+
+    async def fail(self, job_id: uuid.UUID, worker_id: str, code: str, message: str) -> bool:
+        """Mark failed for good, with a stable code."""
+
+    async def cancel(self, job_id: uuid.UUID) -> ImageJob | None:
+        """Cancel a queued or running job; returns the job as it is afterwards."""
+
+    async def sweep(self) -> SweepResult:
+        """Requeue jobs whose lease expired; fail those out of attempts."""
+
+    async def wait_for_work(self, timeout: float) -> None:
+        """Return when new work may be there, or after `timeout` seconds."""
+
+    async def counts(self) -> dict[str, int]:
+        """Jobs per status."""

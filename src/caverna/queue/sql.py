@@ -1,0 +1,318 @@
+"""JobStore on SQLAlchemy: one implementation for SQLite (embedded) and PostgreSQL (scale-out).
+
+The claim is one `UPDATE ... WHERE id = (SELECT ... LIMIT 1) RETURNING` statement. On SQLite
+every transaction starts with BEGIN IMMEDIATE (see caverna.db.engine), so two claimers queue on
+the write lock and never take the same row; on PostgreSQL the sub-select adds
+`FOR UPDATE SKIP LOCKED`, so concurrent claimers skip each other's rows instead of waiting.
+Idle workers are woken in-process by an event and, on PostgreSQL, across processes by
+LISTEN/NOTIFY; a poll interval bounds the wait for anything else (another process on SQLite).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+from sqlalchemy import ColumnElement, bindparam, func, or_, select, text, update
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from caverna.db.engine import session_factory
+from caverna.db.models import ImageRow, SequenceRow
+from caverna.db.types import UTCDateTime
+from caverna.domain.jobs import CompletedImage, ImageJob, JobErrorCode, JobStatus, SweepResult
+
+NOTIFY_CHANNEL = "caverna_jobs"
+_JOB_FIELDS = tuple(f.name for f in dataclasses.fields(ImageJob))
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def to_job(row: ImageRow) -> ImageJob:
+    values = {name: getattr(row, name) for name in _JOB_FIELDS}
+    values["status"] = JobStatus(row.status)
+    return ImageJob(**values)
+
+
+def claim_statement(
+    worker_id: str, now: datetime, lease_until: datetime, providers: Sequence[str] | None
+) -> Any:
+    """The atomic claim, as a statement (tests EXPLAIN it on each backend)."""
+    at_now = bindparam("now", now, type_=UTCDateTime())
+    runnable: list[ColumnElement[bool]] = [
+        ImageRow.status == JobStatus.QUEUED.value,
+        or_(ImageRow.next_attempt_at.is_(None), ImageRow.next_attempt_at <= at_now),
+    ]
+    if providers is not None:
+        runnable.append(ImageRow.provider.in_(list(providers)))
+    candidate = (
+        select(ImageRow.id)
+        .where(*runnable)
+        .order_by(ImageRow.created_at, ImageRow.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    return (
+        update(ImageRow)
+        .where(ImageRow.id == candidate, ImageRow.status == JobStatus.QUEUED.value)
+        .values(
+            status=JobStatus.PROCESSING.value,
+            lease_owner=worker_id,
+            lease_expires_at=lease_until,
+            attempts=ImageRow.attempts + 1,
+            started_at=func.coalesce(ImageRow.started_at, at_now),
+            error_code=None,
+            error_message=None,
+        )
+        .returning(ImageRow)
+        .execution_options(synchronize_session=False)
+    )
+
+
+class SqlJobStore:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._engine = engine
+        self._sessions: async_sessionmaker[AsyncSession] = session_factory(engine)
+        self._clock = clock
+        self._postgres = engine.dialect.name == "postgresql"
+        self._wake: asyncio.Event | None = None
+        self._listener: asyncpg.Connection | None = None
+        self._listener_lock = asyncio.Lock()
+
+    # -- writes that create work --------------------------------------------------------------
+
+    async def insert(self, jobs: Sequence[dict[str, Any]], sequence: dict[str, Any] | None) -> None:
+        async with self._sessions() as session, session.begin():
+            if sequence is not None:
+                session.add(SequenceRow(**sequence))
+                await session.flush()
+            session.add_all(ImageRow(**job) for job in jobs)
+            if self._postgres:
+                await session.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
+        self._event().set()
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    async def get(self, job_id: uuid.UUID) -> ImageJob | None:
+        async with self._sessions() as session:
+            row = await session.get(ImageRow, job_id)
+            return to_job(row) if row else None
+
+    async def find_reusable(
+        self, params_hash: str, template_version: str, provider: str, seed: int | None
+    ) -> ImageJob | None:
+        live = (JobStatus.QUEUED, JobStatus.PROCESSING, JobStatus.COMPLETED)
+        query = (
+            select(ImageRow)
+            .where(
+                ImageRow.params_hash == params_hash,
+                ImageRow.template_version == template_version,
+                ImageRow.provider == provider,
+                ImageRow.seed.is_(None) if seed is None else ImageRow.seed == seed,
+                ImageRow.status.in_([s.value for s in live]),
+            )
+            .order_by(ImageRow.created_at.desc())
+            .limit(1)
+        )
+        async with self._sessions() as session:
+            row = (await session.execute(query)).scalars().first()
+            return to_job(row) if row else None
+
+    async def for_sequence(self, sequence_id: uuid.UUID) -> list[ImageJob]:
+        query = (
+            select(ImageRow)
+            .where(ImageRow.sequence_id == sequence_id)
+            .order_by(ImageRow.frame_index, ImageRow.created_at)
+        )
+        async with self._sessions() as session:
+            return [to_job(row) for row in (await session.execute(query)).scalars()]
+
+    async def counts(self) -> dict[str, int]:
+        query = select(ImageRow.status, func.count()).group_by(ImageRow.status)
+        async with self._sessions() as session:
+            return {status: int(n) for status, n in (await session.execute(query)).all()}
+
+    # -- the lease ------------------------------------------------------------------------------
+
+    async def claim(
+        self, worker_id: str, lease_seconds: float, providers: Sequence[str] | None = None
+    ) -> ImageJob | None:
+        if providers is not None and not providers:
+            return None
+        now = self._clock()
+        statement = claim_statement(
+            worker_id, now, now + timedelta(seconds=lease_seconds), providers
+        )
+        async with self._sessions() as session, session.begin():
+            row = (await session.execute(statement)).scalars().first()
+            return to_job(row) if row else None
+
+    def _owned(self, job_id: uuid.UUID, worker_id: str) -> list[ColumnElement[bool]]:
+        return [
+            ImageRow.id == job_id,
+            ImageRow.lease_owner == worker_id,
+            ImageRow.status == JobStatus.PROCESSING.value,
+        ]
+
+    async def _update_owned(self, job_id: uuid.UUID, worker_id: str, **values: Any) -> bool:
+        statement = update(ImageRow).where(*self._owned(job_id, worker_id)).values(**values)
+        async with self._sessions() as session, session.begin():
+            result = await session.execute(statement.execution_options(synchronize_session=False))
+            return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def renew(self, job_id: uuid.UUID, worker_id: str, lease_seconds: float) -> bool:
+        until = self._clock() + timedelta(seconds=lease_seconds)
+        return await self._update_owned(job_id, worker_id, lease_expires_at=until)
+
+    async def report_progress(self, job_id: uuid.UUID, worker_id: str, progress: float) -> bool:
+        value = min(max(progress, 0.0), 1.0)
+        return await self._update_owned(job_id, worker_id, progress=value)
+
+    async def complete(self, job_id: uuid.UUID, worker_id: str, result: CompletedImage) -> bool:
+        return await self._update_owned(
+            job_id,
+            worker_id,
+            status=JobStatus.COMPLETED.value,
+            progress=1.0,
+            completed_at=self._clock(),
+            lease_owner=None,
+            lease_expires_at=None,
+            **dataclasses.asdict(result),
+        )
+
+    async def retry_later(
+        self, job_id: uuid.UUID, worker_id: str, code: str, message: str, at: datetime
+    ) -> bool:
+        done = await self._update_owned(
+            job_id,
+            worker_id,
+            status=JobStatus.QUEUED.value,
+            lease_owner=None,
+            lease_expires_at=None,
+            next_attempt_at=at,
+            error_code=code,
+            error_message=message[:2000],
+            progress=0.0,
+        )
+        if done:
+            self._event().set()
+        return done
+
+    async def fail(self, job_id: uuid.UUID, worker_id: str, code: str, message: str) -> bool:
+        return await self._update_owned(
+            job_id,
+            worker_id,
+            status=JobStatus.FAILED.value,
+            lease_owner=None,
+            lease_expires_at=None,
+            completed_at=self._clock(),
+            error_code=code,
+            error_message=message[:2000],
+        )
+
+    async def cancel(self, job_id: uuid.UUID) -> ImageJob | None:
+        cancellable = [JobStatus.QUEUED.value, JobStatus.PROCESSING.value]
+        async with self._sessions() as session, session.begin():
+            await session.execute(
+                update(ImageRow)
+                .where(ImageRow.id == job_id, ImageRow.status.in_(cancellable))
+                .values(
+                    status=JobStatus.CANCELLED.value,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    completed_at=self._clock(),
+                )
+                .execution_options(synchronize_session=False)
+            )
+            row = await session.get(ImageRow, job_id, populate_existing=True)
+            return to_job(row) if row else None
+
+    async def sweep(self) -> SweepResult:
+        now = self._clock()
+        expired = [
+            ImageRow.status == JobStatus.PROCESSING.value,
+            ImageRow.lease_expires_at < now,
+        ]
+        async with self._sessions() as session, session.begin():
+            failed = await session.execute(
+                update(ImageRow)
+                .where(*expired, ImageRow.attempts >= ImageRow.max_attempts)
+                .values(
+                    status=JobStatus.FAILED.value,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    completed_at=now,
+                    error_code=JobErrorCode.ATTEMPTS_EXHAUSTED.value,
+                    error_message="the worker holding the job stopped and no attempts are left",
+                )
+                .execution_options(synchronize_session=False)
+            )
+            requeued = await session.execute(
+                update(ImageRow)
+                .where(*expired)
+                .values(
+                    status=JobStatus.QUEUED.value,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    next_attempt_at=now,
+                    progress=0.0,
+                )
+                .execution_options(synchronize_session=False)
+            )
+        result = SweepResult(
+            requeued=int(requeued.rowcount),  # type: ignore[attr-defined]
+            failed=int(failed.rowcount),  # type: ignore[attr-defined]
+        )
+        if result.requeued:
+            self._event().set()
+        return result
+
+    # -- wake-ups -------------------------------------------------------------------------------
+
+    def _event(self) -> asyncio.Event:
+        if self._wake is None:
+            self._wake = asyncio.Event()
+        return self._wake
+
+    async def wait_for_work(self, timeout: float) -> None:
+        if self._postgres:
+            await self._listen()
+        event = self._event()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout)
+        event.clear()
+
+    async def _listen(self) -> None:
+        async with self._listener_lock:
+            if self._listener is not None and not self._listener.is_closed():
+                return
+            dsn = self._engine.url.set(drivername="postgresql").render_as_string(
+                hide_password=False
+            )
+            try:
+                connection = await asyncpg.connect(dsn, timeout=5)
+                await connection.add_listener(NOTIFY_CHANNEL, self._on_notify)
+            except (OSError, asyncpg.PostgresError):
+                return  # polling still works; the next wait tries again
+            self._listener = connection
+
+    def _on_notify(self, *_args: object) -> None:
+        self._event().set()
+
+    async def close(self) -> None:
+        if self._listener is not None and not self._listener.is_closed():
+            await self._listener.close()
+        self._listener = None

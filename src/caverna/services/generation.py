@@ -1,0 +1,212 @@
+"""Submitting image jobs: validate, dedupe, insert — and sequences of them.
+
+Nothing is inserted unless every part of the request is valid (for a sequence: every frame), so
+a rejected request changes nothing.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from caverna.domain.jobs import ImageJob, JobStatus
+from caverna.domain.problems import InvalidParametersError, Problem, ProblemCode
+from caverna.domain.suggest import closest
+from caverna.prompting.dialects.base import CompiledPrompt
+from caverna.prompting.engine import PromptEngine
+from caverna.prompting.params import MAX_SEED
+from caverna.queue.base import JobStore
+from caverna.services.prompt_cache import CachedCompiler
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitResult:
+    job: ImageJob
+    reused: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SequenceResult:
+    sequence_id: uuid.UUID
+    jobs: list[ImageJob]
+
+    @property
+    def status(self) -> str:
+        return sequence_status(self.jobs)
+
+
+def sequence_status(jobs: Sequence[ImageJob]) -> str:
+    """A sequence is as far as its slowest frame; failed if any frame failed for good."""
+    statuses = {job.status for job in jobs}
+    if not statuses:
+        return "empty"
+    if statuses == {JobStatus.COMPLETED}:
+        return JobStatus.COMPLETED.value
+    if JobStatus.FAILED in statuses:
+        return JobStatus.FAILED.value
+    if statuses <= {JobStatus.CANCELLED, JobStatus.DELETED, JobStatus.COMPLETED}:
+        return JobStatus.CANCELLED.value
+    if statuses & {JobStatus.PROCESSING, JobStatus.COMPLETED}:
+        return JobStatus.PROCESSING.value
+    return JobStatus.QUEUED.value
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitOptions:
+    max_attempts: int = 3
+    delivery_format: str = "webp"
+
+
+class GenerationService:
+    def __init__(
+        self,
+        *,
+        prompts: PromptEngine,
+        compiler: CachedCompiler,
+        jobs: JobStore,
+        providers: Sequence[str],
+        clock: Callable[[], datetime],
+        options: SubmitOptions = SubmitOptions(),
+    ) -> None:
+        if not providers:
+            raise ValueError("at least one provider must be available")
+        self.prompts = prompts
+        self.compiler = compiler
+        self.jobs = jobs
+        self.providers = list(providers)
+        self.clock = clock
+        self.options = options
+
+    @property
+    def default_provider(self) -> str:
+        return self.providers[0]
+
+    def _provider(self, name: str | None) -> str:
+        provider = name or self.default_provider
+        if provider not in self.providers:
+            raise InvalidParametersError(
+                (
+                    Problem(
+                        ProblemCode.UNKNOWN_PROVIDER,
+                        "provider",
+                        f"provider '{provider}' is not configured here",
+                        allowed=tuple(self.providers),
+                        suggestion=closest(provider, self.providers),
+                    ),
+                ),
+                "the provider is not available",
+            )
+        return provider
+
+    async def submit(
+        self,
+        user_id: str,
+        raw: Mapping[str, Any],
+        *,
+        provider: str | None = None,
+        force: bool = False,
+    ) -> SubmitResult:
+        """Queue one image; an identical request (params, seed, provider) reuses its job."""
+        chosen = self._provider(provider)
+        params = dict(raw)
+        if params.get("seed") is None:
+            # a drawn seed makes the job reproducible with providers that take one
+            params["seed"] = secrets.randbelow(MAX_SEED + 1)
+        compiled = await self.compiler.compile(params, chosen, self.clock())
+        if not force:
+            existing = await self.jobs.find_reusable(
+                compiled.params_hash, compiled.template_version, chosen, compiled.params["seed"]
+            )
+            if existing is not None:
+                return SubmitResult(existing, reused=True)
+        values = self._job_values(user_id, compiled, chosen)
+        await self.jobs.insert([values], None)
+        job = await self.jobs.get(values["id"])
+        assert job is not None
+        return SubmitResult(job, reused=False)
+
+    async def submit_sequence(
+        self,
+        user_id: str,
+        sequence_key: str,
+        shared: Mapping[str, Any],
+        *,
+        provider: str | None = None,
+    ) -> SequenceResult:
+        """Queue every frame of a storyboard with one shared seed, or nothing at all."""
+        chosen = self._provider(provider)
+        params = dict(shared)
+        if params.get("seed") is None:
+            params["seed"] = secrets.randbelow(MAX_SEED + 1)
+        compiled_frames = self.prompts.compile_sequence(sequence_key, params, chosen)
+        now = self.clock()
+        sequence_id = uuid.uuid4()
+        pack_id = compiled_frames[0].pack
+        jobs = []
+        for index, frame in enumerate(compiled_frames):
+            cached = await self.compiler.compile(frame.params, chosen, now)
+            jobs.append(
+                self._job_values(user_id, cached, chosen, sequence_id=sequence_id, index=index)
+            )
+        sequence = {
+            "id": sequence_id,
+            "user_id": user_id,
+            "pack_id": pack_id,
+            "sequence_key": sequence_key,
+            "provider": chosen,
+            "seed": params["seed"],
+            "params": {k: v for k, v in params.items() if k != "locale"},
+            "created_at": now,
+        }
+        await self.jobs.insert(jobs, sequence)
+        return SequenceResult(sequence_id, await self.jobs.for_sequence(sequence_id))
+
+    async def sequence(self, sequence_id: uuid.UUID) -> SequenceResult:
+        return SequenceResult(sequence_id, await self.jobs.for_sequence(sequence_id))
+
+    async def get(self, job_id: uuid.UUID) -> ImageJob | None:
+        return await self.jobs.get(job_id)
+
+    async def cancel(self, job_id: uuid.UUID) -> ImageJob | None:
+        return await self.jobs.cancel(job_id)
+
+    def _job_values(
+        self,
+        user_id: str,
+        compiled: CompiledPrompt,
+        provider: str,
+        *,
+        sequence_id: uuid.UUID | None = None,
+        index: int | None = None,
+    ) -> dict[str, Any]:
+        params = compiled.params
+        return {
+            "id": uuid.uuid4(),
+            "user_id": user_id,
+            "status": JobStatus.QUEUED.value,
+            "params": params,
+            "params_hash": compiled.params_hash,
+            "pack_id": compiled.pack,
+            "pack_version": compiled.pack_version,
+            "template_version": compiled.template_version,
+            "sequence_id": sequence_id,
+            "frame_id": params["frame"],
+            "frame_index": index,
+            "pose": params["pose"],
+            "outfit": params["outfit"],
+            "footwear": params["footwear"],
+            "props": ",".join(params["props"]),
+            "provider": provider,
+            "seed": params["seed"],
+            "delivery_format": self.options.delivery_format,
+            "prompt": compiled.prompt,
+            "negative_prompt": compiled.negative_prompt,
+            "progress": 0.0,
+            "attempts": 0,
+            "max_attempts": self.options.max_attempts,
+            "created_at": self.clock(),
+        }

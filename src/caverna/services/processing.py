@@ -1,0 +1,247 @@
+"""Running one claimed job: compile, call the provider, process the image, store, complete.
+
+The lease is renewed in the background while the provider works. Objects go under keys derived
+from the job id, so a job retried after a crash overwrites its own earlier attempt instead of
+leaving a second copy; the row is completed only while the lease is still held.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import cast
+
+from caverna.domain.jobs import CompletedImage, ImageJob, JobErrorCode, JobStatus
+from caverna.domain.problems import InvalidParametersError
+from caverna.imaging import DeliveryFormat, ImageMetadata, ImageRejected, process_image
+from caverna.providers.base import GenerationRequest, ImageProvider, ProviderError
+from caverna.queue.base import JobStore
+from caverna.services.prompt_cache import CachedCompiler
+from caverna.storage.base import ObjectStore, StorageUnavailable
+from caverna.storage.keys import image_key, thumbnail_key
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessingOptions:
+    lease_seconds: float = 60.0
+    retry_base_seconds: float = 2.0
+    retry_max_seconds: float = 120.0
+    progress_min_interval: float = 0.25
+
+
+@dataclass(frozen=True, slots=True)
+class StageTimes:
+    """Where the time of one job went, in milliseconds (the throughput benchmark reads it)."""
+
+    compile_ms: float
+    provider_ms: float
+    imaging_ms: float
+    storage_ms: float
+    complete_ms: float
+
+
+class LeaseLost(Exception):
+    """Another worker or a cancel took the job away while this one worked on it."""
+
+
+class JobProcessor:
+    def __init__(
+        self,
+        *,
+        jobs: JobStore,
+        compiler: CachedCompiler,
+        providers: Mapping[str, ImageProvider],
+        store: ObjectStore,
+        clock: Callable[[], datetime],
+        options: ProcessingOptions = ProcessingOptions(),
+    ) -> None:
+        self.jobs = jobs
+        self.compiler = compiler
+        self.providers = providers
+        self.store = store
+        self.clock = clock
+        self.options = options
+        self.recent_times: deque[StageTimes] = deque(maxlen=10_000)
+
+    async def process(self, job: ImageJob, worker_id: str) -> JobStatus:
+        """Run a claimed job to its next state; never raises for job-level failures."""
+        lost = asyncio.Event()
+        renewer = asyncio.create_task(self._keep_lease(job, worker_id, lost))
+        work = asyncio.create_task(self._run(job, worker_id))
+        try:
+            done, _ = await asyncio.wait(
+                {work, asyncio.create_task(lost.wait())}, return_when=asyncio.FIRST_COMPLETED
+            )
+            if work not in done:
+                work.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await work
+                return await self._after_lost(job)
+            return work.result()
+        except LeaseLost:
+            return await self._after_lost(job)
+        except ProviderError as exc:
+            return await self._provider_failed(job, worker_id, exc)
+        except ImageRejected as exc:
+            await self.jobs.fail(job.id, worker_id, JobErrorCode.IMAGE_REJECTED, exc.message)
+            return JobStatus.FAILED
+        except InvalidParametersError as exc:
+            await self.jobs.fail(job.id, worker_id, JobErrorCode.INVALID_REQUEST, str(exc))
+            return JobStatus.FAILED
+        except StorageUnavailable as exc:
+            return await self._retry(job, worker_id, JobErrorCode.STORAGE_UNAVAILABLE, str(exc))
+        except Exception as exc:  # a bug must not kill the worker; the job records it
+            log.exception("job %s failed unexpectedly", job.id)
+            return await self._retry(job, worker_id, JobErrorCode.INTERNAL, repr(exc))
+        finally:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+
+    async def _run(self, job: ImageJob, worker_id: str) -> JobStatus:
+        started = time.perf_counter()
+        compiled = await self.compiler.compile(job.params, job.provider, self.clock())
+        compiled_at = time.perf_counter()
+        provider = self.providers.get(job.provider)
+        if provider is None:
+            raise ProviderError(
+                "unavailable", f"provider '{job.provider}' is not configured", retryable=True
+            )
+        last_report = 0.0
+
+        async def progress(value: float) -> None:
+            nonlocal last_report
+            now = time.monotonic()
+            if now - last_report >= self.options.progress_min_interval or value >= 1.0:
+                last_report = now
+                # scaled: the last tenth is image processing and storage
+                if not await self.jobs.report_progress(job.id, worker_id, 0.9 * value):
+                    raise LeaseLost(str(job.id))
+
+        delivery = cast(DeliveryFormat, job.delivery_format)
+        request = GenerationRequest(job_id=str(job.id), compiled=compiled, delivery=delivery)
+        image = await provider.generate(request, progress)
+        provided_at = time.perf_counter()
+        metadata = ImageMetadata(
+            image_id=str(job.id),
+            prompt=compiled.prompt,
+            negative_prompt=compiled.negative_prompt,
+            params=compiled.params,
+            seed=image.seed if image.seed is not None else compiled.seed,
+            provider=job.provider,
+            model=image.model,
+            template_version=compiled.template_version,
+            pack_version=compiled.pack_version,
+        )
+        processed = await asyncio.to_thread(
+            process_image, image.data, delivery=delivery, metadata=metadata
+        )
+        processed_at = time.perf_counter()
+        key = image_key(job.id, job.created_at, processed.extension)
+        thumb = thumbnail_key(job.id, job.created_at)
+        await self.store.put(key, processed.data, content_type=processed.content_type)
+        await self.store.put(
+            thumb, processed.thumbnail, content_type=processed.thumbnail_content_type
+        )
+        stored_at = time.perf_counter()
+        result = CompletedImage(
+            model=image.model,
+            prompt=compiled.prompt,
+            negative_prompt=compiled.negative_prompt,
+            storage_key=key,
+            thumbnail_key=thumb,
+            content_type=processed.content_type,
+            width=processed.width,
+            height=processed.height,
+            bytes=len(processed.data),
+            sha256=processed.sha256,
+            cost_usd=image.cost_usd,
+            provider_latency_ms=image.latency_ms,
+            seed=metadata.seed,
+        )
+        if not await self.jobs.complete(job.id, worker_id, result):
+            await self._discard_if_abandoned(job, (key, thumb))
+            return await self._after_lost(job)
+        done_at = time.perf_counter()
+        self.recent_times.append(
+            StageTimes(
+                compile_ms=(compiled_at - started) * 1000,
+                provider_ms=(provided_at - compiled_at) * 1000,
+                imaging_ms=(processed_at - provided_at) * 1000,
+                storage_ms=(stored_at - processed_at) * 1000,
+                complete_ms=(done_at - stored_at) * 1000,
+            )
+        )
+        return JobStatus.COMPLETED
+
+    async def _keep_lease(self, job: ImageJob, worker_id: str, lost: asyncio.Event) -> None:
+        interval = max(self.options.lease_seconds / 3, 0.05)
+        while True:
+            await asyncio.sleep(interval)
+            if not await self.jobs.renew(job.id, worker_id, self.options.lease_seconds):
+                lost.set()
+                return
+
+    async def _after_lost(self, job: ImageJob) -> JobStatus:
+        current = await self.jobs.get(job.id)
+        if current is not None and current.status in (JobStatus.CANCELLED, JobStatus.DELETED):
+            await self._discard_if_abandoned(job, ())
+        return current.status if current else JobStatus.DELETED
+
+    async def _discard_if_abandoned(self, job: ImageJob, keys: tuple[str, ...]) -> None:
+        """Objects of a cancelled job are removed; a job taken over keeps them (same keys)."""
+        current = await self.jobs.get(job.id)
+        if current is None or current.status not in (JobStatus.CANCELLED, JobStatus.DELETED):
+            return
+        for key in keys or (
+            image_key(job.id, job.created_at, job.delivery_format),
+            thumbnail_key(job.id, job.created_at),
+        ):
+            with contextlib.suppress(Exception):
+                await self.store.delete(key)
+
+    async def _provider_failed(
+        self, job: ImageJob, worker_id: str, error: ProviderError
+    ) -> JobStatus:
+        if error.retryable:
+            return await self._retry(job, worker_id, error.code, error.message, error.retry_after)
+        await self.jobs.fail(job.id, worker_id, error.code, error.message)
+        return JobStatus.FAILED
+
+    async def _retry(
+        self,
+        job: ImageJob,
+        worker_id: str,
+        code: str,
+        message: str,
+        retry_after: float | None = None,
+    ) -> JobStatus:
+        if job.attempts >= job.max_attempts:
+            await self.jobs.fail(
+                job.id,
+                worker_id,
+                code,
+                f"{message} (gave up after {job.attempts} attempts)",
+            )
+            return JobStatus.FAILED
+        delay = retry_after if retry_after is not None else self.backoff(job.attempts)
+        at = self.clock() + timedelta(seconds=delay)
+        await self.jobs.retry_later(job.id, worker_id, code, message, at)
+        return JobStatus.QUEUED
+
+    def backoff(self, attempt: int) -> float:
+        """Exponential with full jitter's upper half: spreads retries without starving any."""
+        ceiling = min(
+            self.options.retry_base_seconds * 2.0 ** max(attempt - 1, 0),
+            self.options.retry_max_seconds,
+        )
+        return ceiling * (0.5 + random.random() / 2)
