@@ -87,6 +87,7 @@ class Runtime:
         return worker
 
     async def aclose(self) -> None:
+        await self.cache.flush()
         await self.jobs.close()
         await self.store.close()
         await self.engine.dispose()

@@ -1,7 +1,13 @@
-"""The prompt cache table, with hit and miss counters shared by every process."""
+"""The prompt cache table, with hit and miss counters shared by every process.
+
+Lookups are reads. Hits and misses are counted in memory and written in batches (every 64
+lookups or 2 seconds, and before stats are read), so a cache hit never takes the write lock.
+"""
 
 from __future__ import annotations
 
+import time
+from collections import Counter
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -10,43 +16,69 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from caverna.db.engine import session_factory
+from caverna.db.engine import reading, session_factory, writing
 from caverna.db.models import CounterRow, PromptCacheRow
 from caverna.services.prompt_cache import CacheStats
 
 HITS = "prompt_cache.hits"
 MISSES = "prompt_cache.misses"
+FLUSH_EVERY = 64
+FLUSH_SECONDS = 2.0
 
 
 class SqlPromptCacheStore:
     def __init__(self, engine: AsyncEngine):
+        self._engine = engine
         self._sessions = session_factory(engine)
         self._postgres = engine.dialect.name == "postgresql"
+        self._hits: Counter[str] = Counter()
+        self._last_hit: dict[str, datetime] = {}
+        self._misses = 0
+        self._last_flush = time.monotonic()
 
     def _upsert(self) -> Any:
         return pg_insert if self._postgres else sqlite_insert
 
-    async def _count(self, session: AsyncSession, name: str) -> None:
-        insert = self._upsert()
-        statement = insert(CounterRow).values(name=name, value=1)
+    async def _add_counter(self, session: AsyncSession, name: str, amount: int) -> None:
+        statement = self._upsert()(CounterRow).values(name=name, value=amount)
         statement = statement.on_conflict_do_update(
-            index_elements=[CounterRow.name], set_={"value": CounterRow.value + 1}
+            index_elements=[CounterRow.name], set_={"value": CounterRow.value + amount}
         )
         await session.execute(statement)
 
     async def get(self, key: str, now: datetime) -> dict[str, Any] | None:
-        async with self._sessions() as session, session.begin():
+        async with reading(self._sessions) as session:
             row = await session.get(PromptCacheRow, key)
-            if row is None or row.expires_at <= now:
-                await self._count(session, MISSES)
-                return None
-            await session.execute(
-                update(PromptCacheRow)
-                .where(PromptCacheRow.key == key)
-                .values(hits=PromptCacheRow.hits + 1, last_hit_at=now)
-            )
-            await self._count(session, HITS)
-            return dict(row.compiled)
+            found = row is not None and row.expires_at > now
+            compiled = dict(row.compiled) if found and row is not None else None
+        if compiled is None:
+            self._misses += 1
+        else:
+            self._hits[key] += 1
+            self._last_hit[key] = now
+        pending = self._misses + sum(self._hits.values())
+        if pending >= FLUSH_EVERY or time.monotonic() - self._last_flush > FLUSH_SECONDS:
+            await self.flush()
+        return compiled
+
+    async def flush(self) -> None:
+        """Write the counted hits and misses."""
+        hits, last_hit, misses = self._hits, self._last_hit, self._misses
+        self._hits, self._last_hit, self._misses = Counter(), {}, 0
+        self._last_flush = time.monotonic()
+        if not hits and not misses:
+            return
+        async with writing(self._engine, self._sessions) as session:
+            for key, count in sorted(hits.items()):
+                await session.execute(
+                    update(PromptCacheRow)
+                    .where(PromptCacheRow.key == key)
+                    .values(hits=PromptCacheRow.hits + count, last_hit_at=last_hit[key])
+                )
+            if hits:
+                await self._add_counter(session, HITS, sum(hits.values()))
+            if misses:
+                await self._add_counter(session, MISSES, misses)
 
     async def put(
         self,
@@ -57,7 +89,6 @@ class SqlPromptCacheStore:
         now: datetime,
         ttl_seconds: float,
     ) -> None:
-        insert = self._upsert()
         values = {
             "key": key,
             "dialect": dialect,
@@ -68,16 +99,17 @@ class SqlPromptCacheStore:
             "last_hit_at": None,
             "expires_at": now + timedelta(seconds=ttl_seconds),
         }
-        statement = insert(PromptCacheRow).values(**values)
+        statement = self._upsert()(PromptCacheRow).values(**values)
         statement = statement.on_conflict_do_update(
             index_elements=[PromptCacheRow.key],
             set_={k: v for k, v in values.items() if k != "key"},
         )
-        async with self._sessions() as session, session.begin():
+        async with writing(self._engine, self._sessions) as session:
             await session.execute(statement)
 
     async def stats(self, now: datetime) -> CacheStats:
-        async with self._sessions() as session:
+        await self.flush()
+        async with reading(self._sessions) as session:
             by_dialect = {
                 dialect: int(n)
                 for dialect, n in (
@@ -108,9 +140,10 @@ class SqlPromptCacheStore:
         )
 
     async def prune(self, now: datetime, *, everything: bool = False) -> int:
+        await self.flush()
         statement = delete(PromptCacheRow)
         if not everything:
             statement = statement.where(PromptCacheRow.expires_at <= now)
-        async with self._sessions() as session, session.begin():
+        async with writing(self._engine, self._sessions) as session:
             result = await session.execute(statement)
             return int(result.rowcount)  # type: ignore[attr-defined]

@@ -19,15 +19,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
-from sqlalchemy import ColumnElement, bindparam, func, or_, select, text, update
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy import ColumnElement, Table, bindparam, func, insert, select, text, update
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from caverna.db.engine import session_factory
+from caverna.db.engine import read_connection, write_connection
 from caverna.db.models import ImageRow, SequenceRow
 from caverna.db.types import UTCDateTime
 from caverna.domain.jobs import CompletedImage, ImageJob, JobErrorCode, JobStatus, SweepResult
 
 NOTIFY_CHANNEL = "caverna_jobs"
+IMAGES: Table = ImageRow.__table__  # type: ignore[assignment]
+SEQUENCES: Table = SequenceRow.__table__  # type: ignore[assignment]
 _JOB_FIELDS = tuple(f.name for f in dataclasses.fields(ImageJob))
 
 
@@ -35,7 +37,7 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def to_job(row: ImageRow) -> ImageJob:
+def to_job(row: Any) -> ImageJob:
     values = {name: getattr(row, name) for name in _JOB_FIELDS}
     values["status"] = JobStatus(row.status)
     return ImageJob(**values)
@@ -46,16 +48,18 @@ def claim_statement(
 ) -> Any:
     """The atomic claim, as a statement (tests EXPLAIN it on each backend)."""
     at_now = bindparam("now", now, type_=UTCDateTime())
+    # next_attempt_at is always set (to created_at on insert), so the queue index serves both
+    # the filter and the order: the claim reads one index entry instead of sorting the queue
     runnable: list[ColumnElement[bool]] = [
         ImageRow.status == JobStatus.QUEUED.value,
-        or_(ImageRow.next_attempt_at.is_(None), ImageRow.next_attempt_at <= at_now),
+        ImageRow.next_attempt_at <= at_now,
     ]
     if providers is not None:
         runnable.append(ImageRow.provider.in_(list(providers)))
     candidate = (
         select(ImageRow.id)
         .where(*runnable)
-        .order_by(ImageRow.created_at, ImageRow.id)
+        .order_by(ImageRow.next_attempt_at)
         .limit(1)
         .with_for_update(skip_locked=True)
         .scalar_subquery()
@@ -72,8 +76,7 @@ def claim_statement(
             error_code=None,
             error_message=None,
         )
-        .returning(ImageRow)
-        .execution_options(synchronize_session=False)
+        .returning(*IMAGES.c)
     )
 
 
@@ -85,7 +88,6 @@ class SqlJobStore:
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._engine = engine
-        self._sessions: async_sessionmaker[AsyncSession] = session_factory(engine)
         self._clock = clock
         self._postgres = engine.dialect.name == "postgresql"
         self._wake: asyncio.Event | None = None
@@ -95,20 +97,22 @@ class SqlJobStore:
     # -- writes that create work --------------------------------------------------------------
 
     async def insert(self, jobs: Sequence[dict[str, Any]], sequence: dict[str, Any] | None) -> None:
-        async with self._sessions() as session, session.begin():
+        rows = [{"next_attempt_at": job["created_at"], **job} for job in jobs]
+        async with write_connection(self._engine) as connection:
             if sequence is not None:
-                session.add(SequenceRow(**sequence))
-                await session.flush()
-            session.add_all(ImageRow(**job) for job in jobs)
+                await connection.execute(insert(SEQUENCES), [sequence])
+            if rows:
+                await connection.execute(insert(IMAGES), rows)
             if self._postgres:
-                await session.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
+                await connection.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
         self._event().set()
 
     # -- reads ----------------------------------------------------------------------------------
 
     async def get(self, job_id: uuid.UUID) -> ImageJob | None:
-        async with self._sessions() as session:
-            row = await session.get(ImageRow, job_id)
+        async with read_connection(self._engine) as connection:
+            result = await connection.execute(select(IMAGES).where(IMAGES.c.id == job_id))
+            row = result.first()
             return to_job(row) if row else None
 
     async def find_reusable(
@@ -116,7 +120,7 @@ class SqlJobStore:
     ) -> ImageJob | None:
         live = (JobStatus.QUEUED, JobStatus.PROCESSING, JobStatus.COMPLETED)
         query = (
-            select(ImageRow)
+            select(IMAGES)
             .where(
                 ImageRow.params_hash == params_hash,
                 ImageRow.template_version == template_version,
@@ -127,23 +131,23 @@ class SqlJobStore:
             .order_by(ImageRow.created_at.desc())
             .limit(1)
         )
-        async with self._sessions() as session:
-            row = (await session.execute(query)).scalars().first()
+        async with read_connection(self._engine) as connection:
+            row = (await connection.execute(query)).first()
             return to_job(row) if row else None
 
     async def for_sequence(self, sequence_id: uuid.UUID) -> list[ImageJob]:
         query = (
-            select(ImageRow)
+            select(IMAGES)
             .where(ImageRow.sequence_id == sequence_id)
             .order_by(ImageRow.frame_index, ImageRow.created_at)
         )
-        async with self._sessions() as session:
-            return [to_job(row) for row in (await session.execute(query)).scalars()]
+        async with read_connection(self._engine) as connection:
+            return [to_job(row) for row in (await connection.execute(query)).all()]
 
     async def counts(self) -> dict[str, int]:
         query = select(ImageRow.status, func.count()).group_by(ImageRow.status)
-        async with self._sessions() as session:
-            return {status: int(n) for status, n in (await session.execute(query)).all()}
+        async with read_connection(self._engine) as connection:
+            return {status: int(n) for status, n in (await connection.execute(query)).all()}
 
     # -- the lease ------------------------------------------------------------------------------
 
@@ -156,8 +160,8 @@ class SqlJobStore:
         statement = claim_statement(
             worker_id, now, now + timedelta(seconds=lease_seconds), providers
         )
-        async with self._sessions() as session, session.begin():
-            row = (await session.execute(statement)).scalars().first()
+        async with write_connection(self._engine) as connection:
+            row = (await connection.execute(statement)).first()
             return to_job(row) if row else None
 
     def _owned(self, job_id: uuid.UUID, worker_id: str) -> list[ColumnElement[bool]]:
@@ -169,9 +173,9 @@ class SqlJobStore:
 
     async def _update_owned(self, job_id: uuid.UUID, worker_id: str, **values: Any) -> bool:
         statement = update(ImageRow).where(*self._owned(job_id, worker_id)).values(**values)
-        async with self._sessions() as session, session.begin():
-            result = await session.execute(statement.execution_options(synchronize_session=False))
-            return bool(result.rowcount)  # type: ignore[attr-defined]
+        async with write_connection(self._engine) as connection:
+            result = await connection.execute(statement)
+            return bool(result.rowcount)
 
     async def renew(self, job_id: uuid.UUID, worker_id: str, lease_seconds: float) -> bool:
         until = self._clock() + timedelta(seconds=lease_seconds)
@@ -225,8 +229,8 @@ class SqlJobStore:
 
     async def cancel(self, job_id: uuid.UUID) -> ImageJob | None:
         cancellable = [JobStatus.QUEUED.value, JobStatus.PROCESSING.value]
-        async with self._sessions() as session, session.begin():
-            await session.execute(
+        async with write_connection(self._engine) as connection:
+            await connection.execute(
                 update(ImageRow)
                 .where(ImageRow.id == job_id, ImageRow.status.in_(cancellable))
                 .values(
@@ -235,9 +239,8 @@ class SqlJobStore:
                     lease_expires_at=None,
                     completed_at=self._clock(),
                 )
-                .execution_options(synchronize_session=False)
             )
-            row = await session.get(ImageRow, job_id, populate_existing=True)
+            row = (await connection.execute(select(IMAGES).where(IMAGES.c.id == job_id))).first()
             return to_job(row) if row else None
 
     async def sweep(self) -> SweepResult:
@@ -246,8 +249,8 @@ class SqlJobStore:
             ImageRow.status == JobStatus.PROCESSING.value,
             ImageRow.lease_expires_at < now,
         ]
-        async with self._sessions() as session, session.begin():
-            failed = await session.execute(
+        async with write_connection(self._engine) as connection:
+            failed = await connection.execute(
                 update(ImageRow)
                 .where(*expired, ImageRow.attempts >= ImageRow.max_attempts)
                 .values(
@@ -258,9 +261,8 @@ class SqlJobStore:
                     error_code=JobErrorCode.ATTEMPTS_EXHAUSTED.value,
                     error_message="the worker holding the job stopped and no attempts are left",
                 )
-                .execution_options(synchronize_session=False)
             )
-            requeued = await session.execute(
+            requeued = await connection.execute(
                 update(ImageRow)
                 .where(*expired)
                 .values(
@@ -270,11 +272,10 @@ class SqlJobStore:
                     next_attempt_at=now,
                     progress=0.0,
                 )
-                .execution_options(synchronize_session=False)
             )
         result = SweepResult(
-            requeued=int(requeued.rowcount),  # type: ignore[attr-defined]
-            failed=int(failed.rowcount),  # type: ignore[attr-defined]
+            requeued=int(requeued.rowcount),
+            failed=int(failed.rowcount),
         )
         if result.requeued:
             self._event().set()

@@ -77,10 +77,9 @@ class JobProcessor:
         lost = asyncio.Event()
         renewer = asyncio.create_task(self._keep_lease(job, worker_id, lost))
         work = asyncio.create_task(self._run(job, worker_id))
+        lease_lost = asyncio.create_task(lost.wait())
         try:
-            done, _ = await asyncio.wait(
-                {work, asyncio.create_task(lost.wait())}, return_when=asyncio.FIRST_COMPLETED
-            )
+            done, _ = await asyncio.wait({work, lease_lost}, return_when=asyncio.FIRST_COMPLETED)
             if work not in done:
                 work.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -103,9 +102,10 @@ class JobProcessor:
             log.exception("job %s failed unexpectedly", job.id)
             return await self._retry(job, worker_id, JobErrorCode.INTERNAL, repr(exc))
         finally:
-            renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewer
+            for helper in (renewer, lease_lost):
+                helper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await helper
 
     async def _run(self, job: ImageJob, worker_id: str) -> JobStatus:
         started = time.perf_counter()
@@ -116,12 +116,14 @@ class JobProcessor:
             raise ProviderError(
                 "unavailable", f"provider '{job.provider}' is not configured", retryable=True
             )
-        last_report = 0.0
+        # progress is written at most every progress_min_interval: a job that finishes sooner
+        # writes none, and the completion sets it to 1
+        last_report = time.monotonic()
 
         async def progress(value: float) -> None:
             nonlocal last_report
             now = time.monotonic()
-            if now - last_report >= self.options.progress_min_interval or value >= 1.0:
+            if now - last_report >= self.options.progress_min_interval:
                 last_report = now
                 # scaled: the last tenth is image processing and storage
                 if not await self.jobs.report_progress(job.id, worker_id, 0.9 * value):

@@ -119,6 +119,7 @@ class Worker:
         await asyncio.wait(own | running, return_when=asyncio.FIRST_COMPLETED)
         for future in own:
             future.cancel()
+        await asyncio.gather(*own, return_exceptions=True)
 
     async def _sweep(self) -> None:
         try:
