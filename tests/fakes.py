@@ -35,6 +35,8 @@ class ScriptedProvider:
     errors: deque[ProviderError] = field(default_factory=deque)
     delay: float = 0.0
     calls: int = 0
+    in_flight: int = 0
+    max_in_flight: int = 0
     started: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def generate(
@@ -42,11 +44,16 @@ class ScriptedProvider:
     ) -> ProviderImage:
         self.calls += 1
         self.started.set()
-        await progress(0.2)
-        if self.delay:
-            await asyncio.sleep(self.delay)
-        if self.errors:
-            raise self.errors.popleft()
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            await progress(0.2)
+            if self.delay:
+                await asyncio.sleep(self.delay)
+            if self.errors:
+                raise self.errors.popleft()
+        finally:
+            self.in_flight -= 1
         await progress(1.0)
         return ProviderImage(
             data=self.image,

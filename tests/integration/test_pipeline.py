@@ -18,6 +18,7 @@ from caverna.providers.base import ProviderError
 from caverna.providers.preview import PreviewProvider
 from caverna.services.processing import ProcessingOptions
 from caverna.storage.memory import MemoryStore
+from caverna.worker.loop import Worker, WorkerOptions
 from tests.fakes import ScriptedProvider
 
 FRAME = {"frame": "onboarding/lighting-the-torch", "seed": 77}
@@ -201,3 +202,23 @@ async def test_the_prompt_cache_serves_the_worker(runtime: Runtime) -> None:
     assert stats.hits >= 1  # submit compiled it, the worker found it
     assert stats.misses == 1
     assert await runtime.cache.prune(now, everything=True) == 1
+
+
+async def test_concurrency_is_bounded_per_provider(
+    runtime: Runtime, scripted: ScriptedProvider
+) -> None:
+    scripted.delay = 0.3
+    for seed in range(3):
+        await runtime.generation.submit("ana", {**FRAME, "seed": seed}, provider="stability")
+    for seed in range(3):
+        await runtime.generation.submit("ana", {**FRAME, "seed": seed})
+    worker = Worker(
+        jobs=runtime.jobs,
+        processor=runtime.processor,
+        providers=list(runtime.providers),
+        options=WorkerOptions(concurrency=4, per_provider={"stability": 1}),
+    )
+    await asyncio.wait_for(worker.run(asyncio.Event(), max_jobs=6), 60)
+    assert scripted.calls == 3
+    assert scripted.max_in_flight == 1
+    assert await runtime.jobs.counts() == {"completed": 6}
