@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
+from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from multiprocessing import get_context
 from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -64,6 +67,7 @@ class Runtime:
     providers: dict[str, ImageProvider]
     generation: GenerationService
     processor: JobProcessor
+    image_pool: Executor | None = None
     _workers: list[Worker] = field(default_factory=list)
 
     @property
@@ -87,6 +91,8 @@ class Runtime:
         return worker
 
     async def aclose(self) -> None:
+        if self.image_pool is not None:
+            self.image_pool.shutdown(wait=True, cancel_futures=True)
         await self.cache.flush()
         await self.jobs.close()
         await self.store.close()
@@ -128,6 +134,7 @@ async def open_runtime(
             max_attempts=settings.max_attempts, delivery_format=settings.delivery_format
         ),
     )
+    image_pool = _image_pool(settings)
     processor = JobProcessor(
         jobs=jobs,
         compiler=compiler,
@@ -135,10 +142,29 @@ async def open_runtime(
         store=object_store,
         clock=now,
         options=processing or ProcessingOptions(lease_seconds=settings.lease_seconds),
+        images=image_pool,
     )
     return Runtime(
-        container, engine, jobs, compiler, cache, object_store, available, generation, processor
+        container,
+        engine,
+        jobs,
+        compiler,
+        cache,
+        object_store,
+        available,
+        generation,
+        processor,
+        image_pool,
     )
+
+
+def _image_pool(settings: Settings) -> Executor | None:
+    """Processes start on first use (spawned: forking a process with threads is unsafe)."""
+    count = settings.image_processes
+    if count == 0:
+        return None
+    workers = count if count > 0 else (os.cpu_count() or 1)
+    return ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
 
 
 async def _prepare_database(engine: AsyncEngine, url: str) -> None:

@@ -41,6 +41,12 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(default=60.0, ge=1.0, le=3600.0)
     max_attempts: int = Field(default=3, ge=1, le=20)
     prompt_cache_ttl_seconds: float = Field(default=30 * 24 * 3600, ge=0)
+    image_processes: int = Field(
+        default=-1,
+        ge=-1,
+        le=64,
+        description="Processes for image work: -1 one per CPU, 0 threads in the worker process.",
+    )
     preview_latency_ms: float = Field(
         default=0.0,
         ge=0.0,

@@ -33,7 +33,9 @@ def scripted() -> ScriptedProvider:
 async def runtime(
     database_url: str, tmp_path: Path, scripted: ScriptedProvider
 ) -> AsyncIterator[Runtime]:
-    settings = Settings(database_url=database_url, data_dir=tmp_path, max_attempts=3)
+    settings = Settings(
+        database_url=database_url, data_dir=tmp_path, max_attempts=3, image_processes=0
+    )
     rt = await open_runtime(
         build_container(settings),
         providers={"preview": PreviewProvider(), "stability": scripted},
@@ -222,3 +224,26 @@ async def test_concurrency_is_bounded_per_provider(
     assert scripted.calls == 3
     assert scripted.max_in_flight == 1
     assert await runtime.jobs.counts() == {"completed": 6}
+
+
+async def test_image_work_in_a_process_pool(tmp_path: Path, scripted: ScriptedProvider) -> None:
+    """The default: image work runs in spawned processes; results and errors cross back."""
+    settings = Settings(data_dir=tmp_path, image_processes=1)
+    rt = await open_runtime(
+        build_container(settings),
+        providers={"preview": PreviewProvider(), "stability": scripted},
+        store=MemoryStore(),
+    )
+    try:
+        good = await rt.generation.submit("ana", FRAME, provider="stability")
+        await drain(rt, 1)
+        scripted.image = b"\x89PNG\r\n\x1a\n truncated"
+        bad = await rt.generation.submit("ana", {**FRAME, "seed": 1}, provider="stability")
+        await drain(rt, 1)
+        done, rejected = await rt.generation.get(good.job.id), await rt.generation.get(bad.job.id)
+        assert done is not None
+        assert done.status is JobStatus.COMPLETED
+        assert rejected is not None
+        assert (rejected.status, rejected.error_code) == (JobStatus.FAILED, "image_rejected")
+    finally:
+        await rt.aclose()

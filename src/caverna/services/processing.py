@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import cast
@@ -63,7 +65,11 @@ class JobProcessor:
         store: ObjectStore,
         clock: Callable[[], datetime],
         options: ProcessingOptions = ProcessingOptions(),
+        images: Executor | None = None,
     ) -> None:
+        # image work holds the GIL for much of its time: in a process pool it neither stalls
+        # the event loop nor competes with the database threads (None: the default threads)
+        self.images = images
         self.jobs = jobs
         self.compiler = compiler
         self.providers = providers
@@ -144,9 +150,8 @@ class JobProcessor:
             template_version=compiled.template_version,
             pack_version=compiled.pack_version,
         )
-        processed = await asyncio.to_thread(
-            process_image, image.data, delivery=delivery, metadata=metadata
-        )
+        work = functools.partial(process_image, image.data, delivery=delivery, metadata=metadata)
+        processed = await asyncio.get_running_loop().run_in_executor(self.images, work)
         processed_at = time.perf_counter()
         key = image_key(job.id, job.created_at, processed.extension)
         thumb = thumbnail_key(job.id, job.created_at)
