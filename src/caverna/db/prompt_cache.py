@@ -1,13 +1,15 @@
 """The prompt cache table, with hit and miss counters shared by every process.
 
-Lookups are reads. Hits and misses are counted in memory and written in batches (every 64
-lookups or 2 seconds, and before stats are read), so a cache hit never takes the write lock.
+Lookups are reads, served first from a small in-process LRU (entries never change under a key,
+whose template_version pins the pack and engine, so the copy cannot go stale before it expires).
+Hits and misses are counted in memory and written in batches (every 64 lookups or 2 seconds,
+and before stats are read), so a cache hit never takes the write lock.
 """
 
 from __future__ import annotations
 
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -24,6 +26,7 @@ HITS = "prompt_cache.hits"
 MISSES = "prompt_cache.misses"
 FLUSH_EVERY = 64
 FLUSH_SECONDS = 2.0
+MEMORY_ENTRIES = 2048
 
 
 class SqlPromptCacheStore:
@@ -35,6 +38,13 @@ class SqlPromptCacheStore:
         self._last_hit: dict[str, datetime] = {}
         self._misses = 0
         self._last_flush = time.monotonic()
+        self._memory: OrderedDict[str, tuple[dict[str, Any], datetime]] = OrderedDict()
+
+    def _remember(self, key: str, compiled: dict[str, Any], expires_at: datetime) -> None:
+        self._memory[key] = (compiled, expires_at)
+        self._memory.move_to_end(key)
+        while len(self._memory) > MEMORY_ENTRIES:
+            self._memory.popitem(last=False)
 
     def _upsert(self) -> Any:
         return pg_insert if self._postgres else sqlite_insert
@@ -47,10 +57,17 @@ class SqlPromptCacheStore:
         await session.execute(statement)
 
     async def get(self, key: str, now: datetime) -> dict[str, Any] | None:
-        async with reading(self._sessions) as session:
-            row = await session.get(PromptCacheRow, key)
-            found = row is not None and row.expires_at > now
-            compiled = dict(row.compiled) if found and row is not None else None
+        compiled: dict[str, Any] | None = None
+        remembered = self._memory.get(key)
+        if remembered is not None and remembered[1] > now:
+            compiled = remembered[0]
+            self._memory.move_to_end(key)
+        else:
+            async with reading(self._sessions) as session:
+                row = await session.get(PromptCacheRow, key)
+                if row is not None and row.expires_at > now:
+                    compiled = dict(row.compiled)
+                    self._remember(key, compiled, row.expires_at)
         if compiled is None:
             self._misses += 1
         else:
@@ -106,6 +123,7 @@ class SqlPromptCacheStore:
         )
         async with writing(self._engine, self._sessions) as session:
             await session.execute(statement)
+        self._remember(key, compiled, values["expires_at"])  # type: ignore[arg-type]
 
     async def stats(self, now: datetime) -> CacheStats:
         await self.flush()
@@ -141,6 +159,7 @@ class SqlPromptCacheStore:
 
     async def prune(self, now: datetime, *, everything: bool = False) -> int:
         await self.flush()
+        self._memory.clear()
         statement = delete(PromptCacheRow)
         if not everything:
             statement = statement.where(PromptCacheRow.expires_at <= now)
