@@ -19,10 +19,20 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
-from sqlalchemy import ColumnElement, Table, bindparam, func, insert, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Table,
+    bindparam,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from caverna.db.engine import read_connection, write_connection
+from caverna.db.engine import TransactionRunner
 from caverna.db.models import ImageRow, SequenceRow
 from caverna.db.types import UTCDateTime
 from caverna.domain.jobs import CompletedImage, ImageJob, JobErrorCode, JobStatus, SweepResult
@@ -88,6 +98,7 @@ class SqlJobStore:
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._engine = engine
+        self._db = TransactionRunner(engine)
         self._clock = clock
         self._postgres = engine.dialect.name == "postgresql"
         self._wake: asyncio.Event | None = None
@@ -98,22 +109,30 @@ class SqlJobStore:
 
     async def insert(self, jobs: Sequence[dict[str, Any]], sequence: dict[str, Any] | None) -> None:
         rows = [{"next_attempt_at": job["created_at"], **job} for job in jobs]
-        async with write_connection(self._engine) as connection:
+        postgres = self._postgres
+
+        def run(connection: Connection) -> None:
             if sequence is not None:
-                await connection.execute(insert(SEQUENCES), [sequence])
+                connection.execute(insert(SEQUENCES), [sequence])
             if rows:
-                await connection.execute(insert(IMAGES), rows)
-            if self._postgres:
-                await connection.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
+                connection.execute(insert(IMAGES), rows)
+            if postgres:  # delivered to listeners when the transaction commits
+                connection.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
+
+        await self._db.write(run)
         self._event().set()
 
     # -- reads ----------------------------------------------------------------------------------
 
-    async def get(self, job_id: uuid.UUID) -> ImageJob | None:
-        async with read_connection(self._engine) as connection:
-            result = await connection.execute(select(IMAGES).where(IMAGES.c.id == job_id))
-            row = result.first()
+    async def _one(self, query: Any) -> ImageJob | None:
+        def run(connection: Connection) -> ImageJob | None:
+            row = connection.execute(query).first()
             return to_job(row) if row else None
+
+        return await self._db.read(run)
+
+    async def get(self, job_id: uuid.UUID) -> ImageJob | None:
+        return await self._one(select(IMAGES).where(IMAGES.c.id == job_id))
 
     async def find_reusable(
         self, params_hash: str, template_version: str, provider: str, seed: int | None
@@ -131,9 +150,7 @@ class SqlJobStore:
             .order_by(ImageRow.created_at.desc())
             .limit(1)
         )
-        async with read_connection(self._engine) as connection:
-            row = (await connection.execute(query)).first()
-            return to_job(row) if row else None
+        return await self._one(query)
 
     async def for_sequence(self, sequence_id: uuid.UUID) -> list[ImageJob]:
         query = (
@@ -141,13 +158,15 @@ class SqlJobStore:
             .where(ImageRow.sequence_id == sequence_id)
             .order_by(ImageRow.frame_index, ImageRow.created_at)
         )
-        async with read_connection(self._engine) as connection:
-            return [to_job(row) for row in (await connection.execute(query)).all()]
+        return await self._db.read(
+            lambda connection: [to_job(row) for row in connection.execute(query).all()]
+        )
 
     async def counts(self) -> dict[str, int]:
         query = select(ImageRow.status, func.count()).group_by(ImageRow.status)
-        async with read_connection(self._engine) as connection:
-            return {status: int(n) for status, n in (await connection.execute(query)).all()}
+        return await self._db.read(
+            lambda connection: {status: int(n) for status, n in connection.execute(query).all()}
+        )
 
     # -- the lease ------------------------------------------------------------------------------
 
@@ -160,9 +179,12 @@ class SqlJobStore:
         statement = claim_statement(
             worker_id, now, now + timedelta(seconds=lease_seconds), providers
         )
-        async with write_connection(self._engine) as connection:
-            row = (await connection.execute(statement)).first()
+
+        def run(connection: Connection) -> ImageJob | None:
+            row = connection.execute(statement).first()
             return to_job(row) if row else None
+
+        return await self._db.write(run)
 
     def _owned(self, job_id: uuid.UUID, worker_id: str) -> list[ColumnElement[bool]]:
         return [
@@ -173,9 +195,7 @@ class SqlJobStore:
 
     async def _update_owned(self, job_id: uuid.UUID, worker_id: str, **values: Any) -> bool:
         statement = update(ImageRow).where(*self._owned(job_id, worker_id)).values(**values)
-        async with write_connection(self._engine) as connection:
-            result = await connection.execute(statement)
-            return bool(result.rowcount)
+        return await self._db.write(lambda connection: bool(connection.execute(statement).rowcount))
 
     async def renew(self, job_id: uuid.UUID, worker_id: str, lease_seconds: float) -> bool:
         until = self._clock() + timedelta(seconds=lease_seconds)
@@ -229,19 +249,23 @@ class SqlJobStore:
 
     async def cancel(self, job_id: uuid.UUID) -> ImageJob | None:
         cancellable = [JobStatus.QUEUED.value, JobStatus.PROCESSING.value]
-        async with write_connection(self._engine) as connection:
-            await connection.execute(
-                update(ImageRow)
-                .where(ImageRow.id == job_id, ImageRow.status.in_(cancellable))
-                .values(
-                    status=JobStatus.CANCELLED.value,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                    completed_at=self._clock(),
-                )
+        statement = (
+            update(ImageRow)
+            .where(ImageRow.id == job_id, ImageRow.status.in_(cancellable))
+            .values(
+                status=JobStatus.CANCELLED.value,
+                lease_owner=None,
+                lease_expires_at=None,
+                completed_at=self._clock(),
             )
-            row = (await connection.execute(select(IMAGES).where(IMAGES.c.id == job_id))).first()
+        )
+
+        def run(connection: Connection) -> ImageJob | None:
+            connection.execute(statement)
+            row = connection.execute(select(IMAGES).where(IMAGES.c.id == job_id)).first()
             return to_job(row) if row else None
+
+        return await self._db.write(run)
 
     async def sweep(self) -> SweepResult:
         now = self._clock()
@@ -249,34 +273,36 @@ class SqlJobStore:
             ImageRow.status == JobStatus.PROCESSING.value,
             ImageRow.lease_expires_at < now,
         ]
-        async with write_connection(self._engine) as connection:
-            failed = await connection.execute(
-                update(ImageRow)
-                .where(*expired, ImageRow.attempts >= ImageRow.max_attempts)
-                .values(
-                    status=JobStatus.FAILED.value,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                    completed_at=now,
-                    error_code=JobErrorCode.ATTEMPTS_EXHAUSTED.value,
-                    error_message="the worker holding the job stopped and no attempts are left",
-                )
+        exhausted = (
+            update(ImageRow)
+            .where(*expired, ImageRow.attempts >= ImageRow.max_attempts)
+            .values(
+                status=JobStatus.FAILED.value,
+                lease_owner=None,
+                lease_expires_at=None,
+                completed_at=now,
+                error_code=JobErrorCode.ATTEMPTS_EXHAUSTED.value,
+                error_message="the worker holding the job stopped and no attempts are left",
             )
-            requeued = await connection.execute(
-                update(ImageRow)
-                .where(*expired)
-                .values(
-                    status=JobStatus.QUEUED.value,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                    next_attempt_at=now,
-                    progress=0.0,
-                )
-            )
-        result = SweepResult(
-            requeued=int(requeued.rowcount),
-            failed=int(failed.rowcount),
         )
+        requeue = (
+            update(ImageRow)
+            .where(*expired)
+            .values(
+                status=JobStatus.QUEUED.value,
+                lease_owner=None,
+                lease_expires_at=None,
+                next_attempt_at=now,
+                progress=0.0,
+            )
+        )
+
+        def run(connection: Connection) -> SweepResult:
+            failed = connection.execute(exhausted).rowcount
+            requeued = connection.execute(requeue).rowcount
+            return SweepResult(requeued=int(requeued), failed=int(failed))
+
+        result = await self._db.write(run)
         if result.requeued:
             self._event().set()
         return result
@@ -317,3 +343,4 @@ class SqlJobStore:
         if self._listener is not None and not self._listener.is_closed():
             await self._listener.close()
         self._listener = None
+        self._db.close()
