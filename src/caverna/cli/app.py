@@ -15,6 +15,22 @@ from caverna import __version__
 from caverna.bootstrap import Container, build_container
 from caverna.brand.schema import Locale
 from caverna.cli import runtime_commands
+from caverna.cli.options import (
+    AspectRatioOpt,
+    FootwearOpt,
+    FrameOpt,
+    JsonOpt,
+    NoPropsOpt,
+    OutfitOpt,
+    PackOpt,
+    PacksOpt,
+    PoseOpt,
+    PropOpt,
+    ProviderOpt,
+    SceneNotesOpt,
+    SeedOpt,
+    image_params,
+)
 from caverna.cli.render import compiled_panel, pack_summary, problems_table
 from caverna.config import Settings
 from caverna.domain.problems import InvalidPackError, ProblemsError
@@ -32,11 +48,6 @@ app = typer.Typer(
 pack_app = typer.Typer(help="Brand packs: list, show, validate.", no_args_is_help=True)
 app.add_typer(pack_app, name="pack")
 
-PacksOption = Annotated[
-    list[Path] | None,
-    typer.Option("--packs", help="Extra folder with brand packs (repeatable).", show_default=False),
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 LocaleOption = Annotated[str, typer.Option("--locale", help="Language of labels: pt-BR or en.")]
 
 
@@ -89,7 +100,7 @@ def _root(
 
 @pack_app.command("list")
 def pack_list(
-    packs: PacksOption = None, as_json: JsonOption = False, locale: LocaleOption = "pt-BR"
+    packs: PacksOpt = None, as_json: JsonOpt = False, locale: LocaleOption = "pt-BR"
 ) -> None:
     """List installed brand packs."""
     container = _container(packs)
@@ -138,8 +149,8 @@ def pack_show(
     pack: Annotated[
         str | None, typer.Argument(help="Pack id (default: the configured pack).")
     ] = None,
-    packs: PacksOption = None,
-    as_json: JsonOption = False,
+    packs: PacksOpt = None,
+    as_json: JsonOpt = False,
     locale: LocaleOption = "pt-BR",
 ) -> None:
     """Show a pack: character, palette, catalog with its rules, and storyboards."""
@@ -163,8 +174,8 @@ def pack_validate(
     path: Annotated[
         Path | None, typer.Argument(help="A pack folder, or a folder of packs.")
     ] = None,
-    packs: PacksOption = None,
-    as_json: JsonOption = False,
+    packs: PacksOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Validate packs deeply: files, references, and every frame compiled for every provider."""
     reports = (
@@ -197,50 +208,40 @@ def _print_reports(reports: list[PackReport], as_json: bool) -> None:
 
 @app.command("prompt")
 def prompt(
-    pack: Annotated[str | None, typer.Option(help="Brand pack id.")] = None,
-    pose: Annotated[str | None, typer.Option(help="Pose id.")] = None,
-    outfit: Annotated[str | None, typer.Option(help="Outfit id.")] = None,
-    footwear: Annotated[str | None, typer.Option(help="Footwear id.")] = None,
-    prop: Annotated[
-        list[str] | None, typer.Option("--prop", help="Prop id (repeatable, at most 2).")
-    ] = None,
-    no_props: Annotated[
-        bool, typer.Option("--no-props", help="No props, even if the frame has defaults.")
-    ] = False,
-    frame: Annotated[
-        str | None, typer.Option(help="Frame, as sequence/frame or a unique frame id.")
-    ] = None,
+    pack: PackOpt = None,
+    pose: PoseOpt = None,
+    outfit: OutfitOpt = None,
+    footwear: FootwearOpt = None,
+    prop: PropOpt = None,
+    no_props: NoPropsOpt = False,
+    frame: FrameOpt = None,
     sequence: Annotated[
         str | None, typer.Option(help="Compile every frame of this sequence.")
     ] = None,
-    aspect_ratio: Annotated[str | None, typer.Option("--aspect-ratio", help="e.g. 9:16.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed (0 to 4294967294).")] = None,
-    scene_notes: Annotated[
-        str | None, typer.Option("--scene-notes", help="Free art-direction notes (≤300 chars).")
-    ] = None,
-    provider: Annotated[
-        str | None, typer.Option(help=f"Dialect: {', '.join(DIALECT_NAMES)}.")
-    ] = None,
+    aspect_ratio: AspectRatioOpt = None,
+    seed: SeedOpt = None,
+    scene_notes: SceneNotesOpt = None,
+    provider: ProviderOpt = None,
     locale: LocaleOption = "pt-BR",
-    packs: PacksOption = None,
-    as_json: JsonOption = False,
+    packs: PacksOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Compile a prompt (or a whole storyboard with --sequence) for one provider."""
     container = _container(packs)
     dialect = provider or container.settings.default_provider
-    raw: dict[str, Any] = {"pack": pack or container.settings.default_pack, "locale": locale}
-    optional = {
-        "pose": pose,
-        "outfit": outfit,
-        "footwear": footwear,
-        "frame": frame,
-        "aspect_ratio": aspect_ratio,
-        "seed": seed,
-        "scene_notes": scene_notes,
-    }
-    raw.update({k: v for k, v in optional.items() if v is not None})
-    if prop or no_props:
-        raw["props"] = [] if no_props else list(prop or [])
+    raw = image_params(
+        pack=pack or container.settings.default_pack,
+        pose=pose,
+        outfit=outfit,
+        footwear=footwear,
+        prop=prop,
+        no_props=no_props,
+        frame=frame,
+        aspect_ratio=aspect_ratio,
+        seed=seed,
+        scene_notes=scene_notes,
+    )
+    raw["locale"] = locale
     try:
         if sequence is not None:
             results = container.prompts.compile_sequence(sequence, raw, dialect)

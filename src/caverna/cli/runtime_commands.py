@@ -17,10 +17,27 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from rich.table import Table
 
 from caverna.bootstrap import Container, DatabaseNotMigrated, Runtime, open_runtime, utcnow
+from caverna.cli.options import (
+    AspectRatioOpt,
+    FootwearOpt,
+    FrameOpt,
+    JsonOpt,
+    NoPropsOpt,
+    OutfitOpt,
+    OutOpt,
+    PackOpt,
+    PacksOpt,
+    PoseOpt,
+    PropOpt,
+    ProviderOpt,
+    SceneNotesOpt,
+    SeedOpt,
+    UserOpt,
+    image_params,
+)
 from caverna.db.migrate import upgrade
 from caverna.domain.jobs import ImageJob, JobStatus
 from caverna.domain.problems import ProblemsError
-from caverna.prompting.dialects.registry import DIALECT_NAMES
 
 T = TypeVar("T")
 EXIT_FAILED = 1
@@ -66,53 +83,41 @@ def register(app: typer.Typer, make_container: ContainerFactory, fail: FailHandl
 
     @app.command("generate")
     def generate(
-        pack: Annotated[str | None, typer.Option(help="Brand pack id.")] = None,
-        pose: Annotated[str | None, typer.Option(help="Pose id.")] = None,
-        outfit: Annotated[str | None, typer.Option(help="Outfit id.")] = None,
-        footwear: Annotated[str | None, typer.Option(help="Footwear id.")] = None,
-        prop: Annotated[
-            list[str] | None, typer.Option("--prop", help="Prop id (repeatable).")
-        ] = None,
-        no_props: Annotated[bool, typer.Option("--no-props", help="No props at all.")] = False,
-        frame: Annotated[str | None, typer.Option(help="Frame, as sequence/frame.")] = None,
-        aspect_ratio: Annotated[str | None, typer.Option("--aspect-ratio")] = None,
-        seed: Annotated[
-            int | None, typer.Option(help="Seed; drawn at random when omitted.")
-        ] = None,
-        scene_notes: Annotated[str | None, typer.Option("--scene-notes")] = None,
-        provider: Annotated[
-            str | None, typer.Option(help=f"One of {', '.join(DIALECT_NAMES)}.")
-        ] = None,
+        pack: PackOpt = None,
+        pose: PoseOpt = None,
+        outfit: OutfitOpt = None,
+        footwear: FootwearOpt = None,
+        prop: PropOpt = None,
+        no_props: NoPropsOpt = False,
+        frame: FrameOpt = None,
+        aspect_ratio: AspectRatioOpt = None,
+        seed: SeedOpt = None,
+        scene_notes: SceneNotesOpt = None,
+        provider: ProviderOpt = None,
         force: Annotated[
             bool, typer.Option(help="Generate again even if an identical image exists.")
         ] = False,
-        out: Annotated[
-            Path | None, typer.Option("--out", help="Also copy the image into this folder.")
-        ] = None,
-        user: Annotated[str, typer.Option(help="Owner of the image.")] = "local",
-        packs: Annotated[
-            list[Path] | None, typer.Option("--packs", help="Extra pack folder.")
-        ] = None,
-        as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+        out: OutOpt = None,
+        user: UserOpt = "local",
+        packs: PacksOpt = None,
+        as_json: JsonOpt = False,
     ) -> None:
-        """Generate one image: submit, process (in this process), store, and report where it is."""
-        raw: dict[str, Any] = {
-            k: v
-            for k, v in {
-                "pose": pose,
-                "outfit": outfit,
-                "footwear": footwear,
-                "frame": frame,
-                "aspect_ratio": aspect_ratio,
-                "seed": seed,
-                "scene_notes": scene_notes,
-            }.items()
-            if v is not None
-        }
-        if pack:
-            raw["pack"] = pack
-        if prop or no_props:
-            raw["props"] = [] if no_props else list(prop or [])
+        """Generate one image: submit, process (in this process), store, and report where it is.
+
+        Without --seed a seed is drawn, so the image can be made again exactly.
+        """
+        raw = image_params(
+            pack=pack,
+            pose=pose,
+            outfit=outfit,
+            footwear=footwear,
+            prop=prop,
+            no_props=no_props,
+            frame=frame,
+            aspect_ratio=aspect_ratio,
+            seed=seed,
+            scene_notes=scene_notes,
+        )
 
         async def work(runtime: Runtime) -> ImageJob:
             result = await runtime.generation.submit(user, raw, provider=provider, force=force)
@@ -126,37 +131,27 @@ def register(app: typer.Typer, make_container: ContainerFactory, fail: FailHandl
     @sequence_app.command("generate")
     def sequence_generate(
         sequence: Annotated[str, typer.Option(help="Sequence id, e.g. onboarding.")] = "onboarding",
-        pack: Annotated[str | None, typer.Option(help="Brand pack id.")] = None,
-        outfit: Annotated[str | None, typer.Option(help="Outfit for every frame.")] = None,
-        footwear: Annotated[str | None, typer.Option(help="Footwear for every frame.")] = None,
-        aspect_ratio: Annotated[str | None, typer.Option("--aspect-ratio")] = None,
-        seed: Annotated[int | None, typer.Option(help="Shared seed; drawn when omitted.")] = None,
-        scene_notes: Annotated[str | None, typer.Option("--scene-notes")] = None,
-        provider: Annotated[
-            str | None, typer.Option(help=f"One of {', '.join(DIALECT_NAMES)}.")
-        ] = None,
-        out: Annotated[
-            Path | None, typer.Option("--out", help="Also copy the images here.")
-        ] = None,
-        user: Annotated[str, typer.Option(help="Owner of the images.")] = "local",
-        packs: Annotated[
-            list[Path] | None, typer.Option("--packs", help="Extra pack folder.")
-        ] = None,
-        as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+        pack: PackOpt = None,
+        outfit: OutfitOpt = None,
+        footwear: FootwearOpt = None,
+        aspect_ratio: AspectRatioOpt = None,
+        seed: SeedOpt = None,
+        scene_notes: SceneNotesOpt = None,
+        provider: ProviderOpt = None,
+        out: OutOpt = None,
+        user: UserOpt = "local",
+        packs: PacksOpt = None,
+        as_json: JsonOpt = False,
     ) -> None:
         """Generate every frame of a storyboard with one shared seed, showing progress per frame."""
-        raw: dict[str, Any] = {
-            k: v
-            for k, v in {
-                "pack": pack,
-                "outfit": outfit,
-                "footwear": footwear,
-                "aspect_ratio": aspect_ratio,
-                "seed": seed,
-                "scene_notes": scene_notes,
-            }.items()
-            if v is not None
-        }
+        raw = image_params(
+            pack=pack,
+            outfit=outfit,
+            footwear=footwear,
+            aspect_ratio=aspect_ratio,
+            seed=seed,
+            scene_notes=scene_notes,
+        )
 
         async def work(runtime: Runtime) -> tuple[uuid.UUID, list[ImageJob]]:
             submitted = await runtime.generation.submit_sequence(

@@ -20,7 +20,6 @@ from sqlalchemy import Connection, Engine, event
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
-    AsyncConnection,
     AsyncEngine,
     async_sessionmaker,
     create_async_engine,
@@ -127,21 +126,6 @@ async def reading(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[A
     async with sessions() as session:
         await session.connection(execution_options={READ_ONLY: True})
         yield session
-
-
-@contextlib.asynccontextmanager
-async def write_connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """A Core write transaction: the hot paths of the queue skip the ORM session's cost."""
-    async with write_gate(engine), engine.begin() as connection:
-        yield connection
-
-
-@contextlib.asynccontextmanager
-async def read_connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """A Core read-only connection (deferred transaction on SQLite)."""
-    async with engine.connect() as connection:
-        await connection.execution_options(**{READ_ONLY: True})
-        yield connection
 
 
 T = TypeVar("T")
