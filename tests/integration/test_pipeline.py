@@ -19,7 +19,7 @@ from caverna.providers.preview import PreviewProvider
 from caverna.services.processing import ProcessingOptions
 from caverna.storage.memory import MemoryStore
 from caverna.worker.loop import Worker, WorkerOptions
-from tests.fakes import ScriptedProvider
+from tests.doubles import ScriptedProvider
 
 FRAME = {"frame": "onboarding/lighting-the-torch", "seed": 77}
 

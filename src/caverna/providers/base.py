@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
 from caverna.imaging import DeliveryFormat
@@ -43,12 +44,40 @@ class ProviderImage:
     latency_ms: float
 
 
+class ErrorKind(StrEnum):
+    """The error taxonomy every provider response is mapped to at the adapter boundary."""
+
+    INVALID_REQUEST = "invalid_request"  # fix the request; never retried, never failed over
+    CONTENT_BLOCKED = "content_blocked"  # moderation; never retried, never failed over
+    AUTH = "auth"  # key missing, wrong or not allowed
+    QUOTA_EXHAUSTED = "quota_exhausted"  # out of credit: waiting does not help
+    RATE_LIMITED = "rate_limited"  # slow down; Retry-After honoured
+    TRANSIENT = "transient"  # a one-off server fault
+    PROVIDER_DOWN = "provider_down"  # unreachable, overloaded, 502/503
+    TIMEOUT = "timeout"  # no answer within the call's timeout
+    BAD_RESPONSE = "bad_response"  # an answer we cannot use (malformed body, not an image)
+
+
+RETRYABLE_KINDS: frozenset[str] = frozenset(
+    {
+        ErrorKind.RATE_LIMITED,
+        ErrorKind.TRANSIENT,
+        ErrorKind.PROVIDER_DOWN,
+        ErrorKind.TIMEOUT,
+        ErrorKind.BAD_RESPONSE,
+    }
+)
+# failing over cannot fix what is wrong with the request itself
+NO_FAILOVER_KINDS: frozenset[str] = frozenset(
+    {ErrorKind.INVALID_REQUEST, ErrorKind.CONTENT_BLOCKED}
+)
+
+
 class ProviderError(Exception):
     """A failed generation, classified.
 
-    Codes are stable: "invalid_request", "content_blocked", "auth", "rate_limited",
-    "quota_exceeded", "unavailable", "timeout", "bad_response". `retryable` says whether the same
-    request may succeed later; `retry_after` (seconds) carries the provider's own hint when given.
+    `code` is one of ErrorKind's values. `retryable` says whether the same request may succeed
+    later; `retry_after` (seconds) carries the provider's own hint when given.
     """
 
     def __init__(
@@ -64,6 +93,15 @@ class ProviderError(Exception):
         # Keyword-only arguments defeat Exception's default pickling; workers in other processes
         # must still be able to hand the error back.
         return _restore_provider_error, (self.code, self.message, self.retryable, self.retry_after)
+
+
+def provider_error(
+    kind: ErrorKind, message: str, *, retry_after: float | None = None
+) -> ProviderError:
+    """A ProviderError whose retryability follows the taxonomy."""
+    return ProviderError(
+        kind.value, message, retryable=kind in RETRYABLE_KINDS, retry_after=retry_after
+    )
 
 
 def _restore_provider_error(

@@ -23,7 +23,13 @@ from typing import cast
 from caverna.domain.jobs import CompletedImage, ImageJob, JobErrorCode, JobStatus
 from caverna.domain.problems import InvalidParametersError
 from caverna.imaging import DeliveryFormat, ImageMetadata, ImageRejected, process_image
-from caverna.providers.base import GenerationRequest, ImageProvider, ProviderError
+from caverna.providers.base import (
+    ErrorKind,
+    GenerationRequest,
+    ImageProvider,
+    ProviderError,
+    provider_error,
+)
 from caverna.queue.base import JobStore
 from caverna.services.prompt_cache import CachedCompiler
 from caverna.storage.base import ObjectStore, StorageUnavailable
@@ -119,8 +125,8 @@ class JobProcessor:
         compiled_at = time.perf_counter()
         provider = self.providers.get(job.provider)
         if provider is None:
-            raise ProviderError(
-                "unavailable", f"provider '{job.provider}' is not configured", retryable=True
+            raise provider_error(
+                ErrorKind.PROVIDER_DOWN, f"provider '{job.provider}' is not configured"
             )
         # progress is written at most every progress_min_interval: a job that finishes sooner
         # writes none, and the completion sets it to 1
