@@ -1,0 +1,226 @@
+"""Resilience around a provider: a per-call timeout, bounded retries that honour Retry-After, a
+circuit breaker, and a concurrency limit. The pipeline sees one ImageProvider either way.
+
+Failures that say nothing about the provider's health (a bad request, a blocked prompt, an
+exhausted quota, a rate limit) never trip the breaker; failures that do (unreachable, server
+faults, timeouts, unusable answers) count towards opening it. While open, calls fail at once
+with `provider_down` and a retry hint, so jobs go back to the queue (or to the next provider)
+instead of piling onto a provider that is down. After `open_seconds` one probe call is let
+through (half-open): its success closes the breaker, its failure opens it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+)
+
+from caverna.providers.base import (
+    ErrorKind,
+    GenerationRequest,
+    ImageProvider,
+    ProgressCallback,
+    ProviderError,
+    ProviderImage,
+    provider_error,
+)
+
+# failures that say the provider itself is unwell
+HEALTH_FAILURES: frozenset[str] = frozenset(
+    {ErrorKind.PROVIDER_DOWN, ErrorKind.TRANSIENT, ErrorKind.TIMEOUT, ErrorKind.BAD_RESPONSE}
+)
+
+
+class BreakerState(StrEnum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerSettings:
+    failure_threshold: int = 5
+    open_seconds: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerSnapshot:
+    state: BreakerState
+    consecutive_failures: int
+    opened_at: float | None
+    retry_in: float | None
+
+
+class CircuitBreaker:
+    """Closed, open, half-open with a single probe; the clock is injectable for tests."""
+
+    def __init__(
+        self,
+        name: str,
+        settings: BreakerSettings = BreakerSettings(),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self._clock = clock
+        self._state = BreakerState.CLOSED
+        self._failures = 0
+        self._opened_at: float | None = None
+        self._probe_in_flight = False
+        self.transitions: list[tuple[BreakerState, BreakerState]] = []
+
+    @property
+    def state(self) -> BreakerState:
+        opened_at = self._opened_at
+        if (
+            self._state is BreakerState.OPEN
+            and opened_at is not None
+            and self._clock() - opened_at >= self.settings.open_seconds
+        ):
+            self._move(BreakerState.HALF_OPEN)
+        return self._state
+
+    def snapshot(self) -> BreakerSnapshot:
+        state = self.state
+        retry_in = None
+        if state is BreakerState.OPEN and self._opened_at is not None:
+            retry_in = max(self.settings.open_seconds - (self._clock() - self._opened_at), 0.0)
+        return BreakerSnapshot(state, self._failures, self._opened_at, retry_in)
+
+    def before_call(self) -> None:
+        """Raise provider_down when the call may not go through."""
+        state = self.state
+        if state is BreakerState.CLOSED:
+            return
+        if state is BreakerState.HALF_OPEN and not self._probe_in_flight:
+            self._probe_in_flight = True
+            return
+        snapshot = self.snapshot()
+        raise provider_error(
+            ErrorKind.PROVIDER_DOWN,
+            f"{self.name}: circuit breaker is {state.value}",
+            retry_after=snapshot.retry_in if snapshot.retry_in else 1.0,
+        )
+
+    def record_success(self) -> None:
+        self._probe_in_flight = False
+        self._failures = 0
+        if self._state is not BreakerState.CLOSED:
+            self._move(BreakerState.CLOSED)
+            self._opened_at = None
+
+    def record_failure(self, kind: str) -> None:
+        probing = self._probe_in_flight
+        self._probe_in_flight = False
+        if kind not in HEALTH_FAILURES:
+            return
+        self._failures += 1
+        if probing or self._failures >= self.settings.failure_threshold:
+            if self._state is not BreakerState.OPEN:
+                self._move(BreakerState.OPEN)
+            self._opened_at = self._clock()
+
+    def _move(self, target: BreakerState) -> None:
+        self.transitions.append((self._state, target))
+        self._state = target
+
+
+@dataclass(frozen=True, slots=True)
+class RetrySettings:
+    attempts: int = 3
+    budget_seconds: float = 60.0
+    base_seconds: float = 0.5
+    max_seconds: float = 10.0
+    call_timeout: float = 300.0
+
+
+def backoff(attempt: int, settings: RetrySettings, retry_after: float | None) -> float:
+    """Full jitter (uniform 0..exponential ceiling); the provider's own hint wins when larger."""
+    ceiling = min(settings.base_seconds * 2.0 ** max(attempt - 1, 0), settings.max_seconds)
+    jittered = random.uniform(0, ceiling)  # not for security: spreads retries
+    return max(jittered, retry_after or 0.0)
+
+
+class ResilientProvider:
+    """Wraps one provider; the pipeline and the failover router only ever call this."""
+
+    def __init__(
+        self,
+        inner: ImageProvider,
+        *,
+        breaker: CircuitBreaker | None = None,
+        retry: RetrySettings = RetrySettings(),
+        concurrency: int = 8,
+        sleep: Callable[[float], object] = asyncio.sleep,
+    ) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.breaker = breaker or CircuitBreaker(inner.name)
+        self.retry = retry
+        self._slots = asyncio.Semaphore(concurrency)
+        self._sleep = sleep
+        self.calls = 0
+        self.failures: dict[str, int] = {}
+
+    async def generate(
+        self, request: GenerationRequest, progress: ProgressCallback
+    ) -> ProviderImage:
+        started = time.monotonic()
+
+        def retryable(exc: BaseException) -> bool:
+            return isinstance(exc, ProviderError) and exc.retryable
+
+        def wait(state: RetryCallState) -> float:
+            error = state.outcome.exception() if state.outcome else None
+            hint = error.retry_after if isinstance(error, ProviderError) else None
+            delay = backoff(state.attempt_number, self.retry, hint)
+            remaining = self.retry.budget_seconds - (time.monotonic() - started)
+            if delay > remaining:  # waiting longer than the budget allows is pointless
+                raise error if isinstance(error, ProviderError) else RuntimeError("budget")
+            return delay
+
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(retryable),
+            stop=stop_after_attempt(self.retry.attempts)
+            | stop_after_delay(self.retry.budget_seconds),
+            wait=wait,
+            sleep=self._sleep,  # type: ignore[arg-type]
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await self._once(request, progress)
+        raise AssertionError("unreachable: tenacity re-raises the last error")
+
+    async def _once(self, request: GenerationRequest, progress: ProgressCallback) -> ProviderImage:
+        self.breaker.before_call()
+        self.calls += 1
+        try:
+            async with self._slots:
+                async with asyncio.timeout(self.retry.call_timeout):
+                    image = await self.inner.generate(request, progress)
+        except TimeoutError:
+            self._failed(ErrorKind.TIMEOUT)
+            raise provider_error(
+                ErrorKind.TIMEOUT, f"{self.name}: no image within {self.retry.call_timeout:g} s"
+            ) from None
+        except ProviderError as exc:
+            self._failed(exc.code)
+            raise
+        self.breaker.record_success()
+        return image
+
+    def _failed(self, kind: str) -> None:
+        self.failures[kind] = self.failures.get(kind, 0) + 1
+        self.breaker.record_failure(kind)
