@@ -48,11 +48,11 @@ def test_breaker_opens_after_consecutive_health_failures() -> None:
     breaker = CircuitBreaker("p", BreakerSettings(failure_threshold=3, open_seconds=10), clock)
     for kind in (ErrorKind.INVALID_REQUEST, ErrorKind.CONTENT_BLOCKED, ErrorKind.RATE_LIMITED):
         breaker.record_failure(kind)  # the request's or the account's fault: no trip
-    assert breaker.state is BreakerState.CLOSED
+    assert breaker.snapshot().state is BreakerState.CLOSED
     for _ in range(3):
         breaker.before_call()
         breaker.record_failure(ErrorKind.PROVIDER_DOWN)
-    assert breaker.state is BreakerState.OPEN
+    assert breaker.snapshot().state is BreakerState.OPEN
     with pytest.raises(ProviderError) as caught:
         breaker.before_call()
     assert caught.value.code == "provider_down"
@@ -65,16 +65,16 @@ def test_breaker_half_open_lets_one_probe_through() -> None:
     breaker = CircuitBreaker("p", BreakerSettings(failure_threshold=1, open_seconds=10), clock)
     breaker.record_failure(ErrorKind.TIMEOUT)
     clock.now += 10
-    assert breaker.state is BreakerState.HALF_OPEN
+    assert breaker.snapshot().state is BreakerState.HALF_OPEN
     breaker.before_call()  # the probe
     with pytest.raises(ProviderError):
         breaker.before_call()  # everyone else waits for its outcome
     breaker.record_failure(ErrorKind.TRANSIENT)
-    assert breaker.state is BreakerState.OPEN
+    assert breaker.snapshot().state is BreakerState.OPEN
     clock.now += 10
     breaker.before_call()
     breaker.record_success()
-    assert breaker.state is BreakerState.CLOSED
+    assert breaker.snapshot().state is BreakerState.CLOSED
     assert breaker.transitions == [
         (BreakerState.CLOSED, BreakerState.OPEN),
         (BreakerState.OPEN, BreakerState.HALF_OPEN),
