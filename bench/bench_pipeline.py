@@ -113,7 +113,9 @@ async def drain_queue(jobs: int, claimers: int, folder: Path) -> None:
     ]
     for start in range(0, jobs, 1000):
         await runtime.jobs.insert(rows[start : start + 1000], None)
-    done = CompletedImage("m", "p", None, "k", "t", "image/webp", 1, 1, 1, "0" * 64, 0.0, 0.0, 1)
+    done = CompletedImage(
+        "m", "p", None, "k", "t", "image/webp", 1, 1, 1, "0" * 64, 0.0, 0.0, 1, "preview", []
+    )
     locked = 0
     drained = 0
 

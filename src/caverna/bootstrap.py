@@ -21,6 +21,12 @@ from caverna.prompting.engine import PromptEngine
 from caverna.providers.base import ImageProvider
 from caverna.providers.latency import WithLatency
 from caverna.providers.preview import PreviewProvider
+from caverna.providers.resilience import (
+    BreakerSettings,
+    CircuitBreaker,
+    ResilientProvider,
+    RetrySettings,
+)
 from caverna.queue.sql import SqlJobStore
 from caverna.services.generation import GenerationService, SubmitOptions
 from caverna.services.processing import JobProcessor, ProcessingOptions
@@ -29,7 +35,7 @@ from caverna.storage.base import ObjectStore
 from caverna.storage.factory import store_from_url
 from caverna.worker.loop import Worker, WorkerOptions
 
-HEAD_REVISION = "0001"
+HEAD_REVISION = "0002"
 
 
 def utcnow() -> datetime:
@@ -123,7 +129,9 @@ async def open_runtime(
     cache = SqlPromptCacheStore(engine)
     compiler = CachedCompiler(container.prompts, cache, settings.prompt_cache_ttl_seconds)
     object_store = store or store_from_url(settings.storage_url, data_dir=settings.data_dir)
-    available = dict(providers) if providers is not None else _providers(settings)
+    available = (
+        dict(providers) if providers is not None else _resilient(_providers(settings), settings)
+    )
     generation = GenerationService(
         prompts=container.prompts,
         compiler=compiler,
@@ -141,7 +149,11 @@ async def open_runtime(
         providers=available,
         store=object_store,
         clock=now,
-        options=processing or ProcessingOptions(lease_seconds=settings.lease_seconds),
+        options=processing
+        or ProcessingOptions(
+            lease_seconds=settings.lease_seconds,
+            failover=tuple(available) if settings.failover else (),
+        ),
         images=image_pool,
     )
     return Runtime(
@@ -156,6 +168,29 @@ async def open_runtime(
         processor,
         image_pool,
     )
+
+
+def _resilient(
+    providers: Mapping[str, ImageProvider], settings: Settings
+) -> dict[str, ImageProvider]:
+    """Every provider behind its own breaker, retry policy, timeout and concurrency limit."""
+    limits = settings.provider_limits
+    return {
+        name: ResilientProvider(
+            provider,
+            breaker=CircuitBreaker(
+                name,
+                BreakerSettings(settings.breaker_failures, settings.breaker_open_seconds),
+            ),
+            retry=RetrySettings(
+                attempts=settings.provider_retries + 1,
+                budget_seconds=settings.provider_retry_budget_seconds,
+                call_timeout=settings.provider_timeout_seconds,
+            ),
+            concurrency=limits.get(name, settings.worker_concurrency),
+        )
+        for name, provider in providers.items()
+    }
 
 
 def _image_pool(settings: Settings) -> Executor | None:

@@ -41,6 +41,14 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(default=60.0, ge=1.0, le=3600.0)
     max_attempts: int = Field(default=3, ge=1, le=20)
     prompt_cache_ttl_seconds: float = Field(default=30 * 24 * 3600, ge=0)
+    failover: bool = Field(
+        default=True, description="Try the next provider of CAVERNA_PROVIDERS when one fails."
+    )
+    breaker_failures: int = Field(default=5, ge=1, le=1000)
+    breaker_open_seconds: float = Field(default=30.0, ge=0.1, le=3600.0)
+    provider_retries: int = Field(default=2, ge=0, le=10)
+    provider_retry_budget_seconds: float = Field(default=60.0, ge=0.0, le=3600.0)
+    provider_timeout_seconds: float = Field(default=300.0, ge=0.1, le=3600.0)
     image_processes: int = Field(
         default=-1,
         ge=-1,

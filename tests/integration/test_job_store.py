@@ -13,6 +13,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from caverna.bootstrap import HEAD_REVISION
 from caverna.db.engine import create_engine
 from caverna.db.migrate import current_revision, upgrade
 from caverna.db.models import Base
@@ -50,6 +51,8 @@ def completed(seed: int = 1) -> CompletedImage:
         cost_usd=0.0,
         provider_latency_ms=1.0,
         seed=seed,
+        provider="preview",
+        attempt_log=[{"provider": "preview", "outcome": "ok"}],
     )
 
 
@@ -76,9 +79,9 @@ async def test_migrations_match_the_models(db_engine: AsyncEngine, database_url:
 
     async with db_engine.connect() as connection:
         assert await connection.run_sync(diff) == []
-    assert await current_revision(db_engine) == "0001"
+    assert await current_revision(db_engine) == HEAD_REVISION
     await upgrade(database_url)  # a second upgrade is a no-op
-    assert await current_revision(db_engine) == "0001"
+    assert await current_revision(db_engine) == HEAD_REVISION
 
 
 async def test_insert_and_read_back(store: SqlJobStore) -> None:
@@ -147,6 +150,7 @@ async def test_only_the_lease_holder_writes(store: SqlJobStore, clock: FakeClock
     assert done.progress == 1.0
     assert done.lease_owner is None
     assert done.storage_key == "images/2026/11/x.webp"
+    assert done.attempt_log == [{"provider": "preview", "outcome": "ok"}]
     assert not await store.complete(job.id, "w1", completed())  # never twice
 
 

@@ -247,3 +247,54 @@ async def test_image_work_in_a_process_pool(tmp_path: Path, scripted: ScriptedPr
         assert (rejected.status, rejected.error_code) == (JobStatus.FAILED, "image_rejected")
     finally:
         await rt.aclose()
+
+
+async def test_failover_to_the_next_provider_is_recorded(
+    database_url: str, tmp_path: Path, scripted: ScriptedProvider
+) -> None:
+    scripted.errors.append(ProviderError("provider_down", "gateway down", retryable=True))
+    settings = Settings(database_url=database_url, data_dir=tmp_path, image_processes=0)
+    rt = await open_runtime(
+        build_container(settings),
+        providers={"stability": scripted, "preview": PreviewProvider()},
+        store=MemoryStore(),
+        processing=ProcessingOptions(failover=("stability", "preview")),
+    )
+    try:
+        result = await rt.generation.submit("ana", FRAME, provider="stability")
+        await drain(rt, 1)
+        job = await rt.generation.get(result.job.id)
+        assert job is not None
+        assert job.status is JobStatus.COMPLETED
+        assert job.provider == "preview"  # who made it
+        assert job.attempts == 1
+        log = job.attempt_log or []
+        assert [(a["provider"], a["outcome"]) for a in log] == [
+            ("stability", "provider_down"),
+            ("preview", "ok"),
+        ]
+        assert read_metadata(await rt.store.get(job.storage_key or ""))["provider"] == "preview"
+    finally:
+        await rt.aclose()
+
+
+async def test_no_failover_for_a_blocked_prompt(
+    database_url: str, tmp_path: Path, scripted: ScriptedProvider
+) -> None:
+    scripted.errors.append(ProviderError("content_blocked", "flagged", retryable=False))
+    settings = Settings(database_url=database_url, data_dir=tmp_path, image_processes=0)
+    rt = await open_runtime(
+        build_container(settings),
+        providers={"stability": scripted, "preview": PreviewProvider()},
+        store=MemoryStore(),
+        processing=ProcessingOptions(failover=("stability", "preview")),
+    )
+    try:
+        result = await rt.generation.submit("ana", FRAME, provider="stability")
+        await drain(rt, 1)
+        job = await rt.generation.get(result.job.id)
+        assert job is not None
+        assert (job.status, job.error_code) == (JobStatus.FAILED, "content_blocked")
+        assert [a["provider"] for a in job.attempt_log or []] == ["stability"]
+    finally:
+        await rt.aclose()

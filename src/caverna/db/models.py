@@ -122,6 +122,7 @@ class ImageRow(Base):
     sha256: Mapped[str | None] = mapped_column(String(64))
     cost_usd: Mapped[float | None] = mapped_column(Float)
     provider_latency_ms: Mapped[float | None] = mapped_column(Float)
+    attempt_log: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
     created_at: Mapped[datetime]
     started_at: Mapped[datetime | None]
     completed_at: Mapped[datetime | None]

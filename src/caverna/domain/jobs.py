@@ -97,6 +97,7 @@ class ImageJob:
     sha256: str | None
     cost_usd: float | None
     provider_latency_ms: float | None
+    attempt_log: list[dict[str, Any]] | None
     created_at: datetime
     started_at: datetime | None
     completed_at: datetime | None
@@ -124,6 +125,8 @@ class CompletedImage:
     cost_usd: float
     provider_latency_ms: float
     seed: int | None
+    provider: str
+    attempt_log: list[dict[str, Any]]
 
 
 @dataclass(frozen=True, slots=True)

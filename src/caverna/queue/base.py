@@ -45,11 +45,24 @@ class JobStore(Protocol):
         """Mark completed only if the lease is still held."""
 
     async def retry_later(
-        self, job_id: uuid.UUID, worker_id: str, code: str, message: str, at: datetime
+        self,
+        job_id: uuid.UUID,
+        worker_id: str,
+        code: str,
+        message: str,
+        at: datetime,
+        attempt_log: list[dict[str, Any]] | None = None,
     ) -> bool:
         """Give the job back to the queue, runnable again at `at`."""
 
-    async def fail(self, job_id: uuid.UUID, worker_id: str, code: str, message: str) -> bool:
+    async def fail(
+        self,
+        job_id: uuid.UUID,
+        worker_id: str,
+        code: str,
+        message: str,
+        attempt_log: list[dict[str, Any]] | None = None,
+    ) -> bool:
         """Mark failed for good, with a stable code."""
 
     async def cancel(self, job_id: uuid.UUID) -> ImageJob | None:

@@ -218,11 +218,19 @@ class SqlJobStore:
         )
 
     async def retry_later(
-        self, job_id: uuid.UUID, worker_id: str, code: str, message: str, at: datetime
+        self,
+        job_id: uuid.UUID,
+        worker_id: str,
+        code: str,
+        message: str,
+        at: datetime,
+        attempt_log: list[dict[str, Any]] | None = None,
     ) -> bool:
+        logged = {"attempt_log": attempt_log} if attempt_log is not None else {}
         done = await self._update_owned(
             job_id,
             worker_id,
+            **logged,
             status=JobStatus.QUEUED.value,
             lease_owner=None,
             lease_expires_at=None,
@@ -235,10 +243,19 @@ class SqlJobStore:
             self._event().set()
         return done
 
-    async def fail(self, job_id: uuid.UUID, worker_id: str, code: str, message: str) -> bool:
+    async def fail(
+        self,
+        job_id: uuid.UUID,
+        worker_id: str,
+        code: str,
+        message: str,
+        attempt_log: list[dict[str, Any]] | None = None,
+    ) -> bool:
+        logged = {"attempt_log": attempt_log} if attempt_log is not None else {}
         return await self._update_owned(
             job_id,
             worker_id,
+            **logged,
             status=JobStatus.FAILED.value,
             lease_owner=None,
             lease_expires_at=None,

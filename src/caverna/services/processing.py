@@ -18,12 +18,13 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import cast
+from typing import Any, cast
 
 from caverna.domain.jobs import CompletedImage, ImageJob, JobErrorCode, JobStatus
 from caverna.domain.problems import InvalidParametersError
 from caverna.imaging import DeliveryFormat, ImageMetadata, ImageRejected, process_image
 from caverna.providers.base import (
+    NO_FAILOVER_KINDS,
     ErrorKind,
     GenerationRequest,
     ImageProvider,
@@ -44,6 +45,8 @@ class ProcessingOptions:
     retry_base_seconds: float = 2.0
     retry_max_seconds: float = 120.0
     progress_min_interval: float = 0.25
+    # providers to try, in order, after the job's own one fails in a way another could fix
+    failover: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +90,9 @@ class JobProcessor:
     async def process(self, job: ImageJob, worker_id: str) -> JobStatus:
         """Run a claimed job to its next state; never raises for job-level failures."""
         lost = asyncio.Event()
+        attempts = list(job.attempt_log or [])
         renewer = asyncio.create_task(self._keep_lease(job, worker_id, lost))
-        work = asyncio.create_task(self._run(job, worker_id))
+        work = asyncio.create_task(self._run(job, worker_id, attempts))
         lease_lost = asyncio.create_task(lost.wait())
         try:
             done, _ = await asyncio.wait({work, lease_lost}, return_when=asyncio.FIRST_COMPLETED)
@@ -101,33 +105,39 @@ class JobProcessor:
         except LeaseLost:
             return await self._after_lost(job)
         except ProviderError as exc:
-            return await self._provider_failed(job, worker_id, exc)
+            return await self._provider_failed(job, worker_id, exc, attempts)
         except ImageRejected as exc:
-            await self.jobs.fail(job.id, worker_id, JobErrorCode.IMAGE_REJECTED, exc.message)
+            await self.jobs.fail(
+                job.id, worker_id, JobErrorCode.IMAGE_REJECTED, exc.message, attempts
+            )
             return JobStatus.FAILED
         except InvalidParametersError as exc:
-            await self.jobs.fail(job.id, worker_id, JobErrorCode.INVALID_REQUEST, str(exc))
+            await self.jobs.fail(
+                job.id, worker_id, JobErrorCode.INVALID_REQUEST, str(exc), attempts
+            )
             return JobStatus.FAILED
         except StorageUnavailable as exc:
-            return await self._retry(job, worker_id, JobErrorCode.STORAGE_UNAVAILABLE, str(exc))
+            return await self._retry(
+                job, worker_id, JobErrorCode.STORAGE_UNAVAILABLE, str(exc), attempts
+            )
         except Exception as exc:  # a bug must not kill the worker; the job records it
             log.exception("job %s failed unexpectedly", job.id)
-            return await self._retry(job, worker_id, JobErrorCode.INTERNAL, repr(exc))
+            return await self._retry(job, worker_id, JobErrorCode.INTERNAL, repr(exc), attempts)
         finally:
             for helper in (renewer, lease_lost):
                 helper.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await helper
 
-    async def _run(self, job: ImageJob, worker_id: str) -> JobStatus:
+    def chain(self, first: str) -> list[str]:
+        """The job's provider, then the failover order; only providers configured here."""
+        names = [first, *(name for name in self.options.failover if name != first)]
+        return [name for name in names if name in self.providers]
+
+    async def _run(
+        self, job: ImageJob, worker_id: str, attempts: list[dict[str, Any]]
+    ) -> JobStatus:
         started = time.perf_counter()
-        compiled = await self.compiler.compile(job.params, job.provider, self.clock())
-        compiled_at = time.perf_counter()
-        provider = self.providers.get(job.provider)
-        if provider is None:
-            raise provider_error(
-                ErrorKind.PROVIDER_DOWN, f"provider '{job.provider}' is not configured"
-            )
         # progress is written at most every progress_min_interval: a job that finishes sooner
         # writes none, and the completion sets it to 1
         last_report = time.monotonic()
@@ -142,8 +152,32 @@ class JobProcessor:
                     raise LeaseLost(str(job.id))
 
         delivery = cast(DeliveryFormat, job.delivery_format)
-        request = GenerationRequest(job_id=str(job.id), compiled=compiled, delivery=delivery)
-        image = await provider.generate(request, progress)
+        chain = self.chain(job.provider)
+        if not chain:
+            raise provider_error(
+                ErrorKind.PROVIDER_DOWN, f"provider '{job.provider}' is not configured"
+            )
+        compiled_at = started
+        for position, name in enumerate(chain):
+            call_started = time.perf_counter()
+            try:
+                compiled = await self.compiler.compile(job.params, name, self.clock())
+                compiled_at = time.perf_counter()
+                request = GenerationRequest(
+                    job_id=str(job.id), compiled=compiled, delivery=delivery
+                )
+                image = await self.providers[name].generate(request, progress)
+            except (ProviderError, InvalidParametersError) as exc:
+                code = exc.code if isinstance(exc, ProviderError) else ErrorKind.INVALID_REQUEST
+                attempts.append(self._attempt(job, name, code, str(exc), call_started))
+                last = position == len(chain) - 1
+                if last or (isinstance(exc, ProviderError) and code in NO_FAILOVER_KINDS):
+                    raise
+                log.warning("job %s: %s failed with %s, failing over", job.id, name, code)
+                continue
+            attempts.append(self._attempt(job, name, "ok", "", call_started))
+            provider_name = name
+            break
         provided_at = time.perf_counter()
         metadata = ImageMetadata(
             image_id=str(job.id),
@@ -151,7 +185,7 @@ class JobProcessor:
             negative_prompt=compiled.negative_prompt,
             params=compiled.params,
             seed=image.seed if image.seed is not None else compiled.seed,
-            provider=job.provider,
+            provider=provider_name,
             model=image.model,
             template_version=compiled.template_version,
             pack_version=compiled.pack_version,
@@ -180,6 +214,8 @@ class JobProcessor:
             cost_usd=image.cost_usd,
             provider_latency_ms=image.latency_ms,
             seed=metadata.seed,
+            provider=provider_name,
+            attempt_log=attempts,
         )
         if not await self.jobs.complete(job.id, worker_id, result):
             await self._discard_if_abandoned(job, (key, thumb))
@@ -195,6 +231,18 @@ class JobProcessor:
             )
         )
         return JobStatus.COMPLETED
+
+    def _attempt(
+        self, job: ImageJob, provider: str, outcome: str, message: str, started: float
+    ) -> dict[str, Any]:
+        return {
+            "attempt": job.attempts,
+            "provider": provider,
+            "outcome": outcome,
+            "message": message[:500],
+            "at": self.clock().isoformat(),
+            "ms": round((time.perf_counter() - started) * 1000, 1),
+        }
 
     async def _keep_lease(self, job: ImageJob, worker_id: str, lost: asyncio.Event) -> None:
         interval = max(self.options.lease_seconds / 3, 0.05)
@@ -223,11 +271,17 @@ class JobProcessor:
                 await self.store.delete(key)
 
     async def _provider_failed(
-        self, job: ImageJob, worker_id: str, error: ProviderError
+        self,
+        job: ImageJob,
+        worker_id: str,
+        error: ProviderError,
+        attempts: list[dict[str, Any]],
     ) -> JobStatus:
         if error.retryable:
-            return await self._retry(job, worker_id, error.code, error.message, error.retry_after)
-        await self.jobs.fail(job.id, worker_id, error.code, error.message)
+            return await self._retry(
+                job, worker_id, error.code, error.message, attempts, error.retry_after
+            )
+        await self.jobs.fail(job.id, worker_id, error.code, error.message, attempts)
         return JobStatus.FAILED
 
     async def _retry(
@@ -236,6 +290,7 @@ class JobProcessor:
         worker_id: str,
         code: str,
         message: str,
+        attempts: list[dict[str, Any]],
         retry_after: float | None = None,
     ) -> JobStatus:
         if job.attempts >= job.max_attempts:
@@ -244,11 +299,12 @@ class JobProcessor:
                 worker_id,
                 code,
                 f"{message} (gave up after {job.attempts} attempts)",
+                attempts,
             )
             return JobStatus.FAILED
         delay = retry_after if retry_after is not None else self.backoff(job.attempts)
         at = self.clock() + timedelta(seconds=delay)
-        await self.jobs.retry_later(job.id, worker_id, code, message, at)
+        await self.jobs.retry_later(job.id, worker_id, code, message, at, attempts)
         return JobStatus.QUEUED
 
     def backoff(self, attempt: int) -> float:
