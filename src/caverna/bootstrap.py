@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from multiprocessing import get_context
 from pathlib import Path
 
+import aiohttp
+from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from caverna.brand.registry import PackRegistry
@@ -19,14 +21,21 @@ from caverna.db.migrate import current_revision, upgrade_engine
 from caverna.db.prompt_cache import SqlPromptCacheStore
 from caverna.prompting.engine import PromptEngine
 from caverna.providers.base import ImageProvider
+from caverna.providers.comfyui import ComfyUIConfig, ComfyUIProvider
+from caverna.providers.http import HttpSettings, new_session
 from caverna.providers.latency import WithLatency
+from caverna.providers.midjourney import MidjourneyConfig, MidjourneyProvider
+from caverna.providers.openai import OpenAIConfig, OpenAIProvider
 from caverna.providers.preview import PreviewProvider
+from caverna.providers.pricing import DEFAULT_PRICES, PriceTable
 from caverna.providers.resilience import (
     BreakerSettings,
     CircuitBreaker,
     ResilientProvider,
     RetrySettings,
 )
+from caverna.providers.sdwebui import SDWebUIConfig, SDWebUIProvider
+from caverna.providers.stability import StabilityConfig, StabilityProvider
 from caverna.queue.sql import SqlJobStore
 from caverna.services.generation import GenerationService, SubmitOptions
 from caverna.services.processing import JobProcessor, ProcessingOptions
@@ -74,6 +83,7 @@ class Runtime:
     generation: GenerationService
     processor: JobProcessor
     image_pool: Executor | None = None
+    http: aiohttp.ClientSession | None = None
     _workers: list[Worker] = field(default_factory=list)
 
     @property
@@ -97,6 +107,8 @@ class Runtime:
         return worker
 
     async def aclose(self) -> None:
+        if self.http is not None:
+            await self.http.close()
         if self.image_pool is not None:
             self.image_pool.shutdown(wait=True, cancel_futures=True)
         await self.cache.flush()
@@ -129,8 +141,11 @@ async def open_runtime(
     cache = SqlPromptCacheStore(engine)
     compiler = CachedCompiler(container.prompts, cache, settings.prompt_cache_ttl_seconds)
     object_store = store or store_from_url(settings.storage_url, data_dir=settings.data_dir)
+    http = new_session(HttpSettings(read_timeout=settings.provider_timeout_seconds))
     available = (
-        dict(providers) if providers is not None else _resilient(_providers(settings), settings)
+        dict(providers)
+        if providers is not None
+        else _resilient(_providers(settings, http), settings)
     )
     generation = GenerationService(
         prompts=container.prompts,
@@ -167,6 +182,7 @@ async def open_runtime(
         generation,
         processor,
         image_pool,
+        http,
     )
 
 
@@ -215,14 +231,58 @@ async def _prepare_database(engine: AsyncEngine, url: str) -> None:
         )
 
 
-def _providers(settings: Settings) -> dict[str, ImageProvider]:
+def _providers(settings: Settings, session: aiohttp.ClientSession) -> dict[str, ImageProvider]:
     """Configured providers in failover order; the offline preview is always available."""
+    prices = PriceTable.from_json(settings.price_table) if settings.price_table else DEFAULT_PRICES
+    timeout = settings.provider_timeout_seconds
     preview: ImageProvider = PreviewProvider()
     if settings.preview_latency_ms:
         preview = WithLatency(preview, settings.preview_latency_ms)
-    available: dict[str, ImageProvider] = {}
-    for name in settings.provider_order:
-        if name == "preview":
-            available[name] = preview
+    built: dict[str, Callable[[], ImageProvider]] = {
+        "preview": lambda: preview,
+        "openai": lambda: OpenAIProvider(
+            OpenAIConfig(
+                api_key=_secret(settings.openai_api_key),
+                base_url=settings.openai_base_url,
+                timeout=timeout,
+            ),
+            session,
+            prices,
+        ),
+        "stability": lambda: StabilityProvider(
+            StabilityConfig(
+                api_key=_secret(settings.stability_api_key),
+                base_url=settings.stability_base_url,
+                timeout=timeout,
+            ),
+            session,
+            prices,
+        ),
+        "midjourney": lambda: MidjourneyProvider(
+            MidjourneyConfig(
+                base_url=settings.midjourney_url,
+                secret=_secret(settings.midjourney_secret) or None,
+                timeout=timeout,
+            ),
+            session,
+        ),
+        "sdwebui": lambda: SDWebUIProvider(
+            SDWebUIConfig(
+                base_url=settings.sdwebui_url,
+                username=settings.sdwebui_user or None,
+                password=_secret(settings.sdwebui_password) or None,
+                timeout=timeout,
+            ),
+            session,
+        ),
+        "comfyui": lambda: ComfyUIProvider(
+            ComfyUIConfig(base_url=settings.comfyui_url, timeout=timeout), session
+        ),
+    }
+    available = {name: built[name]() for name in settings.provider_order}
     available.setdefault("preview", preview)
     return available
+
+
+def _secret(value: SecretStr | None) -> str:
+    return value.get_secret_value() if value is not None else ""

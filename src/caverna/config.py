@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from caverna.brand.registry import DEFAULT_PACK_ID
@@ -41,6 +41,28 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(default=60.0, ge=1.0, le=3600.0)
     max_attempts: int = Field(default=3, ge=1, le=20)
     prompt_cache_ttl_seconds: float = Field(default=30 * 24 * 3600, ge=0)
+    # provider credentials, by the names their own tools use
+    openai_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("OPENAI_API_KEY", "CAVERNA_OPENAI_API_KEY")
+    )
+    openai_base_url: str = Field(
+        default="https://api.openai.com/v1",
+        validation_alias=AliasChoices("OPENAI_BASE_URL", "CAVERNA_OPENAI_BASE_URL"),
+    )
+    stability_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("STABILITY_API_KEY", "CAVERNA_STABILITY_API_KEY"),
+    )
+    stability_base_url: str = "https://api.stability.ai"
+    midjourney_url: str = ""
+    midjourney_secret: SecretStr | None = None
+    sdwebui_url: str = ""
+    sdwebui_user: str = ""
+    sdwebui_password: SecretStr | None = None
+    comfyui_url: str = ""
+    price_table: str = Field(
+        default="", description="JSON price table overriding the built-in prices."
+    )
     failover: bool = Field(
         default=True, description="Try the next provider of CAVERNA_PROVIDERS when one fails."
     )
@@ -93,12 +115,31 @@ class Settings(BaseSettings):
         return [Path(p) for p in _split(self.pack_path, os.pathsep)]
 
     @property
+    def configured_providers(self) -> list[str]:
+        """Providers whose settings are present, in a fixed order, then the offline preview."""
+        present = {
+            "openai": self.openai_api_key is not None,
+            "stability": self.stability_api_key is not None,
+            "midjourney": bool(self.midjourney_url),
+            "sdwebui": bool(self.sdwebui_url),
+            "comfyui": bool(self.comfyui_url),
+            "preview": True,
+        }
+        return [name for name, ready in present.items() if ready]
+
+    @property
     def provider_order(self) -> list[str]:
-        return _split(self.providers, ",") or [DEFAULT_DIALECT]
+        """CAVERNA_PROVIDERS (configured ones only), else every configured provider."""
+        configured = self.configured_providers
+        wanted = _split(self.providers, ",")
+        if not wanted:
+            return configured
+        return [name for name in wanted if name in configured] or [DEFAULT_DIALECT]
 
     @property
     def default_provider(self) -> str:
-        return self.provider_order[0]
+        """The dialect prompts are compiled for by default: compiling needs no credentials."""
+        return (_split(self.providers, ",") or self.configured_providers)[0]
 
 
 def _split(value: str, separator: str) -> list[str]:

@@ -56,6 +56,27 @@ def register(app: typer.Typer, make_container: ContainerFactory, fail: FailHandl
     app.add_typer(sequence_app, name="sequence")
     app.add_typer(db_app, name="db")
     app.add_typer(cache_app, name="cache")
+    providers_app = typer.Typer(help="Image providers: health and breaker state.")
+    app.add_typer(providers_app, name="providers")
+
+    @providers_app.command("status")
+    def providers_status(as_json: JsonOpt = False) -> None:
+        """Each configured provider in failover order: health probe and circuit breaker."""
+
+        async def work(runtime: Runtime) -> list[dict[str, Any]]:
+            return await provider_health(runtime)
+
+        rows = run(work, None)
+        if as_json:
+            typer.echo(json.dumps(rows, indent=2))
+            return
+        table = Table(title="providers (failover order)")
+        for column in ("provider", "health", "breaker", "detail"):
+            table.add_column(column)
+        for row in rows:
+            health = {True: "[green]up[/]", False: "[red]down[/]", None: "passive"}[row["healthy"]]
+            table.add_row(row["provider"], health, row["breaker"], row["detail"])
+        Console().print(table)
 
     def run(
         coroutine_factory: Callable[[Runtime], Awaitable[T]],
@@ -241,6 +262,26 @@ def register(app: typer.Typer, make_container: ContainerFactory, fail: FailHandl
 
         removed = run(work, None)
         typer.echo(f"removed {removed} cache entr{'y' if removed == 1 else 'ies'}")
+
+
+async def provider_health(runtime: Runtime, timeout: float = 5.0) -> list[dict[str, Any]]:
+    """Probe every provider that has a cheap endpoint; the others are judged passively."""
+    rows = []
+    for name, provider in runtime.providers.items():
+        inner = getattr(provider, "inner", provider)
+        breaker = getattr(provider, "breaker", None)
+        probe = getattr(inner, "health", None)
+        healthy: bool | None = None
+        detail = ""
+        if probe is not None:
+            try:
+                async with asyncio.timeout(timeout):
+                    healthy = await probe()
+            except TimeoutError:
+                healthy, detail = False, f"no answer within {timeout:g} s"
+        state = breaker.snapshot().state.value if breaker is not None else "none"
+        rows.append({"provider": name, "healthy": healthy, "breaker": state, "detail": detail})
+    return rows
 
 
 async def _wait_with_worker(
