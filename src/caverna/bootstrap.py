@@ -233,7 +233,9 @@ async def _prepare_database(engine: AsyncEngine, url: str) -> None:
 
 def _providers(settings: Settings, session: aiohttp.ClientSession) -> dict[str, ImageProvider]:
     """Configured providers in failover order; the offline preview is always available."""
-    prices = PriceTable.from_json(settings.price_table) if settings.price_table else DEFAULT_PRICES
+    prices = DEFAULT_PRICES
+    if settings.price_table:
+        prices = DEFAULT_PRICES.merged(PriceTable.from_json(settings.price_table))
     timeout = settings.provider_timeout_seconds
     preview: ImageProvider = PreviewProvider()
     if settings.preview_latency_ms:

@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from caverna.brand.registry import DEFAULT_PACK_ID
 from caverna.prompting.dialects.registry import DEFAULT_DIALECT, DIALECT_NAMES
+from caverna.providers.pricing import PriceTable
 
 
 class Settings(BaseSettings):
@@ -92,6 +93,13 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"unknown provider(s) {', '.join(unknown)}; known: {', '.join(DIALECT_NAMES)}"
             )
+        return value
+
+    @field_validator("price_table")
+    @classmethod
+    def _prices(cls, value: str) -> str:
+        if value:
+            PriceTable.from_json(value)  # raises ValueError naming the bad entry
         return value
 
     @field_validator("provider_concurrency")
