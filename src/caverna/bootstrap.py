@@ -24,6 +24,7 @@ from caverna.providers.base import ImageProvider
 from caverna.providers.comfyui import ComfyUIConfig, ComfyUIProvider
 from caverna.providers.http import HttpSettings, new_session
 from caverna.providers.latency import WithLatency
+from caverna.providers.metrics import ProviderMetrics
 from caverna.providers.midjourney import MidjourneyConfig, MidjourneyProvider
 from caverna.providers.openai import OpenAIConfig, OpenAIProvider
 from caverna.providers.preview import PreviewProvider
@@ -84,6 +85,7 @@ class Runtime:
     processor: JobProcessor
     image_pool: Executor | None = None
     http: aiohttp.ClientSession | None = None
+    metrics: ProviderMetrics | None = None
     _workers: list[Worker] = field(default_factory=list)
 
     @property
@@ -142,10 +144,11 @@ async def open_runtime(
     compiler = CachedCompiler(container.prompts, cache, settings.prompt_cache_ttl_seconds)
     object_store = store or store_from_url(settings.storage_url, data_dir=settings.data_dir)
     http = new_session(HttpSettings(read_timeout=settings.provider_timeout_seconds))
+    metrics = ProviderMetrics()
     available = (
         dict(providers)
         if providers is not None
-        else _resilient(_providers(settings, http), settings)
+        else _resilient(_providers(settings, http), settings, metrics)
     )
     generation = GenerationService(
         prompts=container.prompts,
@@ -183,11 +186,12 @@ async def open_runtime(
         processor,
         image_pool,
         http,
+        metrics,
     )
 
 
 def _resilient(
-    providers: Mapping[str, ImageProvider], settings: Settings
+    providers: Mapping[str, ImageProvider], settings: Settings, metrics: ProviderMetrics
 ) -> dict[str, ImageProvider]:
     """Every provider behind its own breaker, retry policy, timeout and concurrency limit."""
     limits = settings.provider_limits
@@ -204,6 +208,7 @@ def _resilient(
                 call_timeout=settings.provider_timeout_seconds,
             ),
             concurrency=limits.get(name, settings.worker_concurrency),
+            observe=metrics.observe,
         )
         for name, provider in providers.items()
     }

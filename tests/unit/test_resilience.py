@@ -6,10 +6,12 @@ import asyncio
 from collections import deque
 
 import pytest
+from prometheus_client import generate_latest
 
 from caverna.brand.registry import PackRegistry
 from caverna.prompting.engine import PromptEngine
 from caverna.providers.base import ErrorKind, GenerationRequest, ProviderError, provider_error
+from caverna.providers.metrics import ProviderMetrics
 from caverna.providers.resilience import (
     BreakerSettings,
     BreakerState,
@@ -184,3 +186,20 @@ async def test_concurrency_is_limited() -> None:
     provider = ResilientProvider(inner, concurrency=2)
     await asyncio.gather(*(provider.generate(REQUEST, no_progress) for _ in range(6)))
     assert inner.max_in_flight == 2
+
+
+async def test_metrics_count_outcomes_latency_cost_and_breaker() -> None:
+    metrics = ProviderMetrics()
+    inner = ScriptedProvider("stability", errors=failing(ErrorKind.TRANSIENT))
+
+    async def sleep(_: float) -> None:
+        return None
+
+    provider = ResilientProvider(inner, observe=metrics.observe, sleep=sleep)
+    await provider.generate(REQUEST, no_progress)
+    text = generate_latest(metrics.registry).decode()
+    assert 'caverna_provider_requests_total{outcome="transient",provider="stability"} 1.0' in text
+    assert 'caverna_provider_requests_total{outcome="ok",provider="stability"} 1.0' in text
+    assert 'caverna_provider_latency_seconds_count{provider="stability"} 2.0' in text
+    assert 'caverna_provider_cost_usd_total{provider="stability"} 0.01' in text
+    assert 'caverna_provider_breaker_state{provider="stability"} 0.0' in text

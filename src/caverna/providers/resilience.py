@@ -163,8 +163,10 @@ class ResilientProvider:
         retry: RetrySettings = RetrySettings(),
         concurrency: int = 8,
         sleep: Callable[[float], object] = asyncio.sleep,
+        observe: Callable[[str, str, float, float, BreakerState], None] | None = None,
     ) -> None:
         self.inner = inner
+        self._observe = observe
         self.name = inner.name
         self.breaker = breaker or CircuitBreaker(inner.name)
         self.retry = retry
@@ -206,21 +208,28 @@ class ResilientProvider:
     async def _once(self, request: GenerationRequest, progress: ProgressCallback) -> ProviderImage:
         self.breaker.before_call()
         self.calls += 1
+        started = time.monotonic()
         try:
             async with self._slots:
                 async with asyncio.timeout(self.retry.call_timeout):
                     image = await self.inner.generate(request, progress)
         except TimeoutError:
-            self._failed(ErrorKind.TIMEOUT)
+            self._failed(ErrorKind.TIMEOUT, started)
             raise provider_error(
                 ErrorKind.TIMEOUT, f"{self.name}: no image within {self.retry.call_timeout:g} s"
             ) from None
         except ProviderError as exc:
-            self._failed(exc.code)
+            self._failed(exc.code, started)
             raise
         self.breaker.record_success()
+        self._record("ok", started, image.cost_usd)
         return image
 
-    def _failed(self, kind: str) -> None:
+    def _failed(self, kind: str, started: float) -> None:
         self.failures[kind] = self.failures.get(kind, 0) + 1
         self.breaker.record_failure(kind)
+        self._record(kind, started, 0.0)
+
+    def _record(self, outcome: str, started: float, cost: float) -> None:
+        if self._observe is not None:
+            self._observe(self.name, outcome, time.monotonic() - started, cost, self.breaker.state)
