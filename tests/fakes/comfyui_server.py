@@ -23,7 +23,6 @@ import io
 import json
 import posixpath
 import random
-import socket
 import struct
 import time
 import uuid
@@ -38,6 +37,8 @@ from aiohttp import WSMsgType, web
 from aiohttp.typedefs import Handler
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
+
+from tests.fakes.base import LoopbackServer, serve_main
 
 DEFAULT_CHECKPOINTS = ("sd_xl_base_1.0.safetensors",)
 LOOPBACK = "127.0.0.1"
@@ -139,8 +140,10 @@ def _is_link(value: object) -> bool:
     return isinstance(value, list)
 
 
-class FakeComfyUI:
+class FakeComfyUI(LoopbackServer):
     """One fake server: `await start()` gives its base URL, `await stop()` tears it down."""
+
+    shutdown_timeout = 1.0
 
     def __init__(
         self,
@@ -154,6 +157,7 @@ class FakeComfyUI:
         legacy_errors: bool = False,
         assigns_prompt_ids: bool = False,
     ) -> None:
+        super().__init__(host=LOOPBACK)
         self.checkpoints = list(checkpoints)
         self.max_image_side = max_image_side
         self.step_delay = step_delay
@@ -177,13 +181,11 @@ class FakeComfyUI:
         self._numbers = 0
         self._counters: dict[tuple[str, str], int] = {}
         self._misbehaving: dict[str, Misbehaviour] = {}  # prompt id or file name -> misbehaviour
-        self._runner: web.AppRunner | None = None
         self._worker: asyncio.Task[None] | None = None
-        self.base_url = ""
 
     # --- lifecycle -------------------------------------------------------------------------------
 
-    async def start(self, port: int = 0) -> str:
+    def build_app(self) -> web.Application:
         app = web.Application(middlewares=[self._record, self._origin_check])
         for prefix in ("", "/api"):  # ComfyUI serves every route under /api as well
             router = app.router
@@ -197,18 +199,12 @@ class FakeComfyUI:
             router.add_get(f"{prefix}/history/{{prompt_id}}", self._get_history)
             router.add_get(f"{prefix}/view", self._view)
             router.add_get(f"{prefix}/system_stats", self._system_stats)
-        runner = web.AppRunner(app, shutdown_timeout=1.0, access_log=None)
-        await runner.setup()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((LOOPBACK, port))
-        await web.SockSite(runner, sock).start()
-        self._runner = runner
-        self._worker = asyncio.create_task(self._work())
-        self.base_url = f"http://{LOOPBACK}:{sock.getsockname()[1]}"
-        return self.base_url
+        return app
 
-    async def stop(self) -> None:
+    async def on_started(self) -> None:
+        self._worker = asyncio.create_task(self._work())
+
+    async def on_stopping(self) -> None:
         if self._worker is not None:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -216,16 +212,6 @@ class FakeComfyUI:
             self._worker = None
         for ws in list(self._sockets.values()):
             await ws.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> FakeComfyUI:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
     # --- what tests look at ----------------------------------------------------------------------
 
@@ -925,18 +911,7 @@ async def _json_or_empty(request: web.Request) -> dict[str, Any]:
 # --- local demo ----------------------------------------------------------------------------------
 
 
-async def _serve(server: FakeComfyUI, port: int) -> None:
-    url = await server.start(port)
-    print(f"fake ComfyUI listening on {url} (checkpoints: {', '.join(server.checkpoints)})")
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await server.stop()
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="A fake ComfyUI server on 127.0.0.1.")
-    parser.add_argument("--port", type=int, default=8188)
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint",
         action="append",
@@ -946,14 +921,30 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--max-side", type=int, default=0, help="cap the image's longer side (0: latent size)"
     )
-    args = parser.parse_args(argv)
-    server = FakeComfyUI(
+
+
+def _build(args: argparse.Namespace) -> FakeComfyUI:
+    return FakeComfyUI(
         checkpoints=args.checkpoint or DEFAULT_CHECKPOINTS,
         max_image_side=args.max_side or None,
         step_delay=args.step_delay,
     )
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(server, args.port))
+
+
+def _banner(server: LoopbackServer, args: argparse.Namespace) -> str:
+    checkpoints = args.checkpoint or DEFAULT_CHECKPOINTS
+    return f"fake ComfyUI listening on {server.base_url} (checkpoints: {', '.join(checkpoints)})"
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    serve_main(
+        _build,
+        default_port=8188,
+        description="A fake ComfyUI server on 127.0.0.1.",
+        add_arguments=_add_arguments,
+        banner=_banner,
+        argv=argv,
+    )
 
 
 if __name__ == "__main__":

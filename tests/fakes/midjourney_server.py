@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import io
 import itertools
 import json
@@ -38,6 +37,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from multidict import CIMultiDict
 from PIL import Image
+
+from tests.fakes.base import LoopbackServer, serve_main
 
 Flavour = Literal["novicezk", "trueai"]
 ImageFormat = Literal["png", "webp"]
@@ -144,8 +145,10 @@ class FakeTask:
     image_format: ImageFormat = "png"
 
 
-class MidjourneyProxyFake:
+class MidjourneyProxyFake(LoopbackServer):
     """A proxy whose tasks finish after a few polls; see the module docstring for the script."""
+
+    shutdown_timeout = SHUTDOWN_TIMEOUT
 
     def __init__(
         self,
@@ -159,6 +162,7 @@ class MidjourneyProxyFake:
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
+        super().__init__(host=host, port=port)
         self.secret = secret
         self.flavour: Flavour = flavour
         self.tile_size = tile_size
@@ -168,15 +172,11 @@ class MidjourneyProxyFake:
         self.script: list[Misbehaviour] = []
         self.requests: list[RecordedRequest] = []
         self.tasks: dict[str, FakeTask] = {}
-        self._host = host
-        self._port = port
         self._ids = itertools.count(1_700_000_000_000_001)
-        self._runner: web.AppRunner | None = None
-        self.base_url = ""
 
     # --- lifecycle -------------------------------------------------------------------------------
 
-    async def start(self) -> str:
+    def build_app(self) -> web.Application:
         app = web.Application(middlewares=[self._record, self._authorize])
         app.router.add_post("/mj/submit/imagine", self._imagine)
         app.router.add_post("/mj/submit/change", self._change)
@@ -186,18 +186,7 @@ class MidjourneyProxyFake:
         if self.flavour == "novicezk":
             app.router.add_get("/mj/task/queue", self._queue)
         app.router.add_get("/mj/image/{name}", self._image)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self.base_url = f"http://{host}:{port}"
-        return self.base_url
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        return app
 
     # --- queries for tests -----------------------------------------------------------------------
 
@@ -509,8 +498,16 @@ def _reply(reply: Reply) -> web.Response:
 # --- demo ----------------------------------------------------------------------------------------
 
 
-async def _serve(args: argparse.Namespace) -> None:
-    fake = MidjourneyProxyFake(
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--secret", default=None, help="require this mj-api-secret header")
+    parser.add_argument("--flavour", choices=("novicezk", "trueai"), default="novicezk")
+    parser.add_argument("--size", type=int, default=256, help="side of one grid tile, in pixels")
+    parser.add_argument("--banned", action="append", default=[], help="a banned word (repeat)")
+
+
+def _build(args: argparse.Namespace) -> MidjourneyProxyFake:
+    return MidjourneyProxyFake(
         secret=args.secret,
         flavour=args.flavour,
         tile_size=(args.size, args.size),
@@ -518,25 +515,19 @@ async def _serve(args: argparse.Namespace) -> None:
         port=args.port,
         banned_words=args.banned,
     )
-    url = await fake.start()
-    print(f"fake Midjourney proxy ({args.flavour}) on {url}/mj", flush=True)
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await fake.stop()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="A fake Midjourney proxy for local demos.")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=9102)
-    parser.add_argument("--secret", default=None, help="require this mj-api-secret header")
-    parser.add_argument("--flavour", choices=("novicezk", "trueai"), default="novicezk")
-    parser.add_argument("--size", type=int, default=256, help="side of one grid tile, in pixels")
-    parser.add_argument("--banned", action="append", default=[], help="a banned word (repeat)")
-    args = parser.parse_args(argv)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(args))
+    serve_main(
+        _build,
+        default_port=9102,
+        description="A fake Midjourney proxy for local demos.",
+        add_arguments=_add_arguments,
+        banner=lambda server, args: (
+            f"fake Midjourney proxy ({args.flavour}) on {server.base_url}/mj"
+        ),
+        argv=argv,
+    )
 
 
 if __name__ == "__main__":

@@ -15,25 +15,24 @@ OPENAI_API_KEY=sk-fake.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import base64
-import contextlib
 import email.utils
 import io
 import json
 import os
 import re
-import socket
 import time
 import uuid
-from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import BodyPartReader, web
 from multidict import CIMultiDict, CIMultiDictProxy
 from PIL import Image
+
+from tests.fakes.base import Fault as Fault  # re-exported: tests script faults from here
+from tests.fakes.base import ScriptedFaults, serve_main
 
 API_PREFIX = "/v1"
 DEFAULT_API_KEY = "sk-fake"
@@ -99,22 +98,12 @@ class RecordedRequest:
         return [part for part in self.parts if part.filename is not None]
 
 
-@dataclass(frozen=True)
-class Fault:
-    """One scripted answer that replaces the normal one for a single call.
-
-    With `status` None the call is answered normally, after `delay` seconds.
-    """
-
-    status: int | None = None
-    body: bytes = b""
-    content_type: str = "application/json"
-    headers: Mapping[str, str] = field(default_factory=dict)
-    delay: float = 0.0
-
-
-class FakeOpenAI:
+class FakeOpenAI(ScriptedFaults):
     """The Images API on 127.0.0.1, on a free port unless one is given."""
+
+    # a client that gave up must not keep the slow-answer handlers alive
+    handler_cancellation = True
+    url_suffix = API_PREFIX
 
     def __init__(
         self,
@@ -125,43 +114,19 @@ class FakeOpenAI:
         organization: str = "org-fake",
     ) -> None:
         """`image_size` None draws the size asked for; a small fixed size keeps tests fast."""
+        super().__init__()
         self.api_key = api_key
         self.image_size = image_size
         self.models = models
         self.organization = organization
         self.requests: list[RecordedRequest] = []
-        self.script: deque[Fault] = deque()
-        self._runner: web.AppRunner | None = None
-        self._closing = asyncio.Event()
-        self.base_url = ""
 
-    def fail_next(self, *faults: Fault) -> None:
-        """Queue misbehaviours: the next calls get them in order, later calls answer normally."""
-        self.script.extend(faults)
-
-    async def start(self, port: int = 0) -> str:
+    def build_app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post(f"{API_PREFIX}/images/generations", self._generations)
         app.router.add_post(f"{API_PREFIX}/images/edits", self._edits)
         app.router.add_get(f"{API_PREFIX}/models/{{model}}", self._model)
-        # a client that gave up must not keep the slow-answer handlers alive
-        self._runner = web.AppRunner(
-            app, access_log=None, handler_cancellation=True, shutdown_timeout=0.5
-        )
-        await self._runner.setup()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", port))
-        await web.SockSite(self._runner, sock).start()
-        host, bound = sock.getsockname()[:2]
-        self.base_url = f"http://{host}:{bound}{API_PREFIX}"
-        return self.base_url
-
-    async def stop(self) -> None:
-        self._closing.set()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        return app
 
     # --- handlers ---------------------------------------------------------------------------
 
@@ -280,20 +245,8 @@ class FakeOpenAI:
         self.requests.append(recorded)
         return recorded
 
-    async def _next_fault(self) -> web.StreamResponse | None:
-        if not self.script:
-            return None
-        fault = self.script.popleft()
-        if fault.delay:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closing.wait(), fault.delay)
-        if fault.status is None:
-            return None
-        return web.Response(
-            status=fault.status,
-            body=fault.body,
-            headers={"Content-Type": fault.content_type, **self._headers(), **fault.headers},
-        )
+    def fault_headers(self) -> dict[str, str]:
+        return self._headers()
 
     def _authorise(self, recorded: RecordedRequest) -> web.StreamResponse | None:
         given = recorded.headers.get("Authorization", "")
@@ -608,16 +561,6 @@ def http_date(seconds_from_now: float) -> str:
 # --- command line -------------------------------------------------------------------------------
 
 
-async def _serve(port: int, api_key: str, image_size: tuple[int, int] | None) -> None:
-    fake = FakeOpenAI(api_key=api_key, image_size=image_size)
-    base_url = await fake.start(port)
-    print(f"Fake OpenAI Images API on {base_url} (key {api_key}); Ctrl-C stops it", flush=True)
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await fake.stop()
-
-
 def _size_arg(text: str) -> tuple[int, int] | None:
     if text == "requested":
         return None
@@ -625,9 +568,7 @@ def _size_arg(text: str) -> tuple[int, int] | None:
     return int(width), int(height)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Serve a fake OpenAI Images API on loopback.")
-    parser.add_argument("--port", type=int, default=9101)
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api-key", default=DEFAULT_API_KEY)
     parser.add_argument(
         "--image-size",
@@ -635,9 +576,19 @@ def main(argv: list[str] | None = None) -> None:
         default="1024x1024",
         help="WxH of the images drawn, or 'requested' for the size each request asks for",
     )
-    args = parser.parse_args(argv)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(args.port, args.api_key, args.image_size))
+
+
+def main(argv: list[str] | None = None) -> None:
+    serve_main(
+        lambda args: FakeOpenAI(api_key=args.api_key, image_size=args.image_size),
+        default_port=9101,
+        description="Serve a fake OpenAI Images API on loopback.",
+        add_arguments=_add_arguments,
+        banner=lambda server, args: (
+            f"Fake OpenAI Images API on {server.base_url} (key {args.api_key}); Ctrl-C stops it"
+        ),
+        argv=argv,
+    )
 
 
 if __name__ == "__main__":

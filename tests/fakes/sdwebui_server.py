@@ -29,7 +29,6 @@ import argparse
 import asyncio
 import base64
 import binascii
-import contextlib
 import io
 import json
 import random
@@ -42,6 +41,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from multidict import CIMultiDict
 from PIL import Image, PngImagePlugin
+
+from tests.fakes.base import LoopbackServer, serve_main
 
 SAMPLERS = ("Euler a", "Euler", "DPM++ 2M", "DPM++ SDE", "DPM++ 2M SDE", "DDIM", "UniPC")
 SCHEDULER_SUFFIXES = ("Karras", "Exponential", "SGM Uniform")
@@ -193,8 +194,10 @@ class _State:
         }
 
 
-class SDWebUIFake:
+class SDWebUIFake(LoopbackServer):
     """A WebUI whose generations take `duration` seconds; see the module docstring."""
+
+    shutdown_timeout = SHUTDOWN_TIMEOUT
 
     def __init__(
         self,
@@ -211,6 +214,7 @@ class SDWebUIFake:
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
+        super().__init__(host=host, port=port)
         self.auth = auth
         self.api = api
         self.duration = duration
@@ -224,32 +228,17 @@ class SDWebUIFake:
         self.requests: list[RecordedRequest] = []
         self.progress_answers: list[float] = []
         self.generated = 0
-        self._host = host
-        self._port = port
         self._lock = asyncio.Lock()
         self._state = _State()
-        self._runner: web.AppRunner | None = None
-        self.base_url = ""
 
-    async def start(self) -> str:
+    def build_app(self) -> web.Application:
         app = web.Application(middlewares=[self._timing, self._record, self._gate])
         app.router.add_post("/sdapi/v1/txt2img", self._txt2img)
         app.router.add_get("/sdapi/v1/progress", self._progress)
         app.router.add_post("/sdapi/v1/interrupt", self._interrupt)
         app.router.add_get("/sdapi/v1/samplers", self._samplers)
         app.router.add_get("/sdapi/v1/sd-models", self._models)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self.base_url = f"http://{host}:{port}"
-        return self.base_url
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        return app
 
     def requests_to(self, path: str, method: str | None = None) -> list[RecordedRequest]:
         return [
@@ -552,35 +541,35 @@ def render_png(size: tuple[int, int], seed: int, infotext: str) -> bytes:
 # --- demo ----------------------------------------------------------------------------------------
 
 
-async def _serve(args: argparse.Namespace) -> None:
-    auth = None
-    if args.api_auth:
-        user, _, password = args.api_auth.partition(":")
-        auth = (user, password)
-    size = (args.size, args.size) if args.size else None
-    fake = SDWebUIFake(
-        auth=auth, duration=args.duration, image_size=size, host=args.host, port=args.port
-    )
-    url = await fake.start()
-    print(f"fake SD WebUI API on {url}/sdapi/v1", flush=True)
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await fake.stop()
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="A fake SD WebUI API for local demos.")
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=9103)
     parser.add_argument("--api-auth", default=None, help="user:pass, as the real --api-auth")
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per generation")
     parser.add_argument(
         "--size", type=int, default=256, help="image side in pixels; 0 = the requested size"
     )
-    args = parser.parse_args(argv)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(args))
+
+
+def _build(args: argparse.Namespace) -> SDWebUIFake:
+    auth = None
+    if args.api_auth:
+        user, _, password = args.api_auth.partition(":")
+        auth = (user, password)
+    size = (args.size, args.size) if args.size else None
+    return SDWebUIFake(
+        auth=auth, duration=args.duration, image_size=size, host=args.host, port=args.port
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    serve_main(
+        _build,
+        default_port=9103,
+        description="A fake SD WebUI API for local demos.",
+        add_arguments=_add_arguments,
+        banner=lambda server, args: f"fake SD WebUI API on {server.base_url}/sdapi/v1",
+        argv=argv,
+    )
 
 
 if __name__ == "__main__":

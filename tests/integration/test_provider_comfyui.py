@@ -12,16 +12,13 @@ import socket
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import pytest
 from PIL import Image
 
-from caverna.brand.registry import PackRegistry
 from caverna.prompting.dialects.base import CompiledPrompt
-from caverna.prompting.engine import PromptEngine
 from caverna.providers.base import (
     ErrorKind,
     GenerationRequest,
@@ -32,6 +29,7 @@ from caverna.providers.base import (
 from caverna.providers.comfyui import ComfyUIConfig, ComfyUIProvider
 from caverna.providers.http import new_session
 from tests.fakes.comfyui_server import FakeComfyUI, Misbehaviour, RecordedRequest
+from tests.integration.provider_helpers import Progress, compile_for, generation_request
 
 FRAME = "onboarding/the-invitation"
 SEED = 3
@@ -40,12 +38,12 @@ POLL = 0.005
 
 @pytest.fixture(scope="module")
 def compiled() -> CompiledPrompt:
-    return PromptEngine(PackRegistry()).compile({"frame": FRAME, "seed": SEED}, "comfyui")
+    return compile_for("comfyui", FRAME, SEED)
 
 
 @pytest.fixture
 def request_(compiled: CompiledPrompt) -> GenerationRequest:
-    return GenerationRequest(job_id="job-1", compiled=compiled, delivery="webp")
+    return generation_request(compiled, job_id="job-1")
 
 
 @pytest.fixture
@@ -58,14 +56,6 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 async def fake() -> AsyncIterator[FakeComfyUI]:
     async with FakeComfyUI() as server:
         yield server
-
-
-@dataclass
-class Progress:
-    values: list[float] = field(default_factory=list)
-
-    async def __call__(self, fraction: float) -> None:
-        self.values.append(fraction)
 
 
 def provider(base_url: str, session: aiohttp.ClientSession, **options: Any) -> ComfyUIProvider:
@@ -372,7 +362,7 @@ async def test_accepted_prompt_with_errors_on_another_output_succeeds(
 async def test_a_payload_from_another_dialect_never_reaches_the_server(
     fake: FakeComfyUI, session: aiohttp.ClientSession, request_: GenerationRequest
 ) -> None:
-    other = PromptEngine(PackRegistry()).compile({"frame": FRAME, "seed": SEED}, "preview")
+    other = compile_for("preview", FRAME, SEED)
     error = await failure(
         provider(fake.base_url, session), dataclasses.replace(request_, compiled=other)
     )

@@ -12,9 +12,7 @@ import aiohttp
 import pytest
 from PIL import Image, ImageStat
 
-from caverna.brand.registry import PackRegistry
 from caverna.prompting.dialects.base import CompiledPrompt
-from caverna.prompting.engine import PromptEngine
 from caverna.providers.base import ErrorKind, GenerationRequest, ProviderError
 from caverna.providers.http import new_session
 from caverna.providers.midjourney import (
@@ -38,31 +36,21 @@ from tests.fakes.midjourney_server import (
     Vanish,
     WebpImage,
 )
+from tests.integration.provider_helpers import Progress, compile_for, generation_request
 
-INVITATION = "onboarding/the-invitation"
 SECRET = "s3cret-for-tests"
 TILE = (48, 48)
 JOB_ID = "job-0001"
 
 
-class Progress:
-    """Collects what the provider reports, as the pipeline's callback would receive it."""
-
-    def __init__(self) -> None:
-        self.values: list[float] = []
-
-    async def __call__(self, value: float) -> None:
-        self.values.append(value)
-
-
 @pytest.fixture(scope="module")
 def compiled() -> CompiledPrompt:
-    return PromptEngine(PackRegistry()).compile({"frame": INVITATION, "seed": 3}, "midjourney")
+    return compile_for("midjourney")
 
 
 @pytest.fixture
 def request_for(compiled: CompiledPrompt) -> GenerationRequest:
-    return GenerationRequest(job_id=JOB_ID, compiled=compiled, delivery="webp")
+    return generation_request(compiled, job_id=JOB_ID)
 
 
 @pytest.fixture
@@ -460,7 +448,7 @@ async def test_health_reads_the_queue_or_the_task_list(
 async def test_a_prompt_for_another_provider_is_refused_before_any_traffic(
     fake: MidjourneyProxyFake, session: aiohttp.ClientSession, request_for: GenerationRequest
 ) -> None:
-    other = PromptEngine(PackRegistry()).compile({"frame": INVITATION, "seed": 3}, "sdwebui")
+    other = compile_for("sdwebui")
 
     error = await failure(
         make(fake.base_url, session), dataclasses.replace(request_for, compiled=other)

@@ -14,10 +14,8 @@ import aiohttp
 import pytest
 from PIL import Image
 
-from caverna.brand.registry import PackRegistry
 from caverna.imaging import DeliveryFormat
 from caverna.prompting.dialects.base import CompiledPrompt
-from caverna.prompting.engine import PromptEngine
 from caverna.providers.base import (
     ErrorKind,
     GenerationRequest,
@@ -30,25 +28,15 @@ from caverna.providers.openai import OpenAIConfig, OpenAIProvider, end_user_id
 from caverna.providers.pricing import DEFAULT_PRICES, PriceKey, PriceTable
 from tests.fakes import openai_server as fake_api
 from tests.fakes.openai_server import FakeOpenAI, Fault
+from tests.integration.provider_helpers import Progress, compile_for, generation_request
 
-INVITATION = "onboarding/the-invitation"
 API_KEY = "sk-test-0123456789"
 JOB_ID = "job-0001"
 
 
-class Progress:
-    """Collects what the adapter reports."""
-
-    def __init__(self) -> None:
-        self.values: list[float] = []
-
-    async def __call__(self, fraction: float) -> None:
-        self.values.append(fraction)
-
-
 @pytest.fixture(scope="module")
 def compiled() -> CompiledPrompt:
-    return PromptEngine(PackRegistry()).compile({"frame": INVITATION, "seed": 3}, "openai")
+    return compile_for("openai")
 
 
 @pytest.fixture
@@ -82,7 +70,7 @@ def request_for(
 ) -> GenerationRequest:
     if payload:
         compiled = dataclasses.replace(compiled, payload={**compiled.payload, **payload})
-    return GenerationRequest(job_id=JOB_ID, compiled=compiled, delivery=delivery)
+    return generation_request(compiled, job_id=JOB_ID, delivery=delivery)
 
 
 def decoded(data: bytes) -> Image.Image:

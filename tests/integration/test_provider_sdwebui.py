@@ -15,9 +15,7 @@ import aiohttp
 import pytest
 from PIL import Image
 
-from caverna.brand.registry import PackRegistry
 from caverna.prompting.dialects.base import CompiledPrompt
-from caverna.prompting.engine import PromptEngine
 from caverna.providers.base import ErrorKind, GenerationRequest, ProviderError
 from caverna.providers.http import new_session
 from caverna.providers.sdwebui import SDWebUIConfig, SDWebUIProvider
@@ -35,31 +33,21 @@ from tests.fakes.sdwebui_server import (
     unauthorized,
     validation_error,
 )
+from tests.integration.provider_helpers import Progress, compile_for, generation_request
 
-INVITATION = "onboarding/the-invitation"
 USER, PASSWORD = "artist", "pa55:word"
 SIZE = (64, 64)
 POLL = 0.02
 
 
-class Progress:
-    """Collects what the provider reports, as the pipeline's callback would receive it."""
-
-    def __init__(self) -> None:
-        self.values: list[float] = []
-
-    async def __call__(self, value: float) -> None:
-        self.values.append(value)
-
-
 @pytest.fixture(scope="module")
 def compiled() -> CompiledPrompt:
-    return PromptEngine(PackRegistry()).compile({"frame": INVITATION, "seed": 3}, "sdwebui")
+    return compile_for("sdwebui")
 
 
 @pytest.fixture
 def request_for(compiled: CompiledPrompt) -> GenerationRequest:
-    return GenerationRequest(job_id="job-0002", compiled=compiled, delivery="webp")
+    return generation_request(compiled, job_id="job-0002")
 
 
 @pytest.fixture
@@ -377,7 +365,7 @@ async def test_health_is_the_progress_route_answering(
 async def test_a_prompt_for_another_provider_is_refused_before_any_traffic(
     fake: SDWebUIFake, session: aiohttp.ClientSession, request_for: GenerationRequest
 ) -> None:
-    other = PromptEngine(PackRegistry()).compile({"frame": INVITATION, "seed": 3}, "midjourney")
+    other = compile_for("midjourney")
 
     error = await failure(
         make(fake.base_url, session), dataclasses.replace(request_for, compiled=other)

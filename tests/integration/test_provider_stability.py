@@ -12,10 +12,8 @@ import aiohttp
 import pytest
 from PIL import Image
 
-from caverna.brand.registry import PackRegistry
 from caverna.imaging import DeliveryFormat
 from caverna.prompting.dialects.base import CompiledPrompt
-from caverna.prompting.engine import PromptEngine
 from caverna.providers.base import (
     ErrorKind,
     GenerationRequest,
@@ -28,25 +26,15 @@ from caverna.providers.pricing import PriceTable
 from caverna.providers.stability import StabilityConfig, StabilityProvider
 from tests.fakes import stability_server as fake_api
 from tests.fakes.stability_server import FakeStability, Fault
+from tests.integration.provider_helpers import Progress, compile_for, generation_request
 
-INVITATION = "onboarding/the-invitation"
 API_KEY = "sk-stability-test-42"
 JOB_ID = "job-0002"
 
 
-class Progress:
-    """Collects what the adapter reports."""
-
-    def __init__(self) -> None:
-        self.values: list[float] = []
-
-    async def __call__(self, fraction: float) -> None:
-        self.values.append(fraction)
-
-
 @pytest.fixture(scope="module")
 def compiled() -> CompiledPrompt:
-    return PromptEngine(PackRegistry()).compile({"frame": INVITATION, "seed": 3}, "stability")
+    return compile_for("stability")
 
 
 @pytest.fixture
@@ -88,7 +76,7 @@ def request_for(
             "form": {**compiled.payload["form"], **form},
         }
         compiled = dataclasses.replace(compiled, payload=payload)
-    return GenerationRequest(job_id=JOB_ID, compiled=compiled, delivery=delivery)
+    return generation_request(compiled, job_id=JOB_ID, delivery=delivery)
 
 
 def decoded(data: bytes) -> Image.Image:
