@@ -249,17 +249,24 @@ async def test_image_work_in_a_process_pool(tmp_path: Path, scripted: ScriptedPr
         await rt.aclose()
 
 
-async def test_failover_to_the_next_provider_is_recorded(
+async def failover_runtime(
     database_url: str, tmp_path: Path, scripted: ScriptedProvider
-) -> None:
-    scripted.errors.append(ProviderError("provider_down", "gateway down", retryable=True))
+) -> Runtime:
+    """Stability (scripted) first, the preview as the provider to fail over to."""
     settings = Settings(database_url=database_url, data_dir=tmp_path, image_processes=0)
-    rt = await open_runtime(
+    return await open_runtime(
         build_container(settings),
         providers={"stability": scripted, "preview": PreviewProvider()},
         store=MemoryStore(),
         processing=ProcessingOptions(failover=("stability", "preview")),
     )
+
+
+async def test_failover_to_the_next_provider_is_recorded(
+    database_url: str, tmp_path: Path, scripted: ScriptedProvider
+) -> None:
+    scripted.errors.append(ProviderError("provider_down", "gateway down", retryable=True))
+    rt = await failover_runtime(database_url, tmp_path, scripted)
     try:
         result = await rt.generation.submit("ana", FRAME, provider="stability")
         await drain(rt, 1)
@@ -282,13 +289,7 @@ async def test_no_failover_for_a_blocked_prompt(
     database_url: str, tmp_path: Path, scripted: ScriptedProvider
 ) -> None:
     scripted.errors.append(ProviderError("content_blocked", "flagged", retryable=False))
-    settings = Settings(database_url=database_url, data_dir=tmp_path, image_processes=0)
-    rt = await open_runtime(
-        build_container(settings),
-        providers={"stability": scripted, "preview": PreviewProvider()},
-        store=MemoryStore(),
-        processing=ProcessingOptions(failover=("stability", "preview")),
-    )
+    rt = await failover_runtime(database_url, tmp_path, scripted)
     try:
         result = await rt.generation.submit("ana", FRAME, provider="stability")
         await drain(rt, 1)

@@ -19,6 +19,21 @@ ProgressCallback = Callable[[float], Awaitable[None]]
 """Called with a fraction from 0 to 1 as generation advances."""
 
 
+class MonotonicProgress:
+    """Forwards progress only when it grows: polled servers repeat values, and some report
+    another client's job while ours waits, so their numbers can go back."""
+
+    def __init__(self, callback: ProgressCallback) -> None:
+        self._callback = callback
+        self._last = -1.0
+
+    async def __call__(self, value: float) -> None:
+        value = min(max(value, 0.0), 1.0)
+        if value > self._last:
+            self._last = value
+            await self._callback(value)
+
+
 @dataclass(frozen=True)
 class GenerationRequest:
     """One image to make: the job it belongs to, the prompt in the provider's dialect, the format.

@@ -56,6 +56,7 @@ from caverna.imaging.formats import header_size
 from caverna.providers.base import (
     ErrorKind,
     GenerationRequest,
+    MonotonicProgress,
     ProgressCallback,
     ProviderError,
     ProviderImage,
@@ -128,20 +129,6 @@ class _Span:
         return self.start + (self.end - self.start) * min(max(fraction, 0.0), 1.0)
 
 
-class _Monotonic:
-    """Forwards progress only when it grows: polls can repeat or briefly go back."""
-
-    def __init__(self, callback: ProgressCallback) -> None:
-        self._callback = callback
-        self._last = -1.0
-
-    async def __call__(self, value: float) -> None:
-        value = min(max(value, 0.0), 1.0)
-        if value > self._last:
-            self._last = value
-            await self._callback(value)
-
-
 class MidjourneyProvider:
     """Midjourney images through a proxy; cost is the subscription, so each image reports 0."""
 
@@ -171,7 +158,7 @@ class MidjourneyProvider:
         try:
             async with asyncio.timeout(self._config.timeout):
                 data, content_type, seed = await self._run(
-                    prompt, request, _Monotonic(progress), tasks
+                    prompt, request, MonotonicProgress(progress), tasks
                 )
         except TimeoutError as exc:
             where = f" (proxy task {tasks[-1]})" if tasks else ""
@@ -209,7 +196,7 @@ class MidjourneyProvider:
     # --- one generation ------------------------------------------------------------------------
 
     async def _run(
-        self, prompt: str, request: GenerationRequest, report: _Monotonic, tasks: list[str]
+        self, prompt: str, request: GenerationRequest, report: MonotonicProgress, tasks: list[str]
     ) -> tuple[bytes, str, int | None]:
         upscale = self._config.upscale
         grid_span = _Span(0.0, IMAGINE_SHARE_WITH_UPSCALE if upscale else BEFORE_DOWNLOAD)
@@ -267,7 +254,9 @@ class MidjourneyProvider:
             raise provider_error(ErrorKind.BAD_RESPONSE, f"{NAME}: {path} answered no result code")
         return _accepted(path, reply)
 
-    async def _await_task(self, task_id: str, span: _Span, report: _Monotonic) -> dict[str, Any]:
+    async def _await_task(
+        self, task_id: str, span: _Span, report: MonotonicProgress
+    ) -> dict[str, Any]:
         strikes = 0
         while True:
             await asyncio.sleep(self._config.poll_interval)

@@ -42,6 +42,7 @@ from caverna.imaging import CONTENT_TYPES, ImageRejected, sniff_format
 from caverna.providers.base import (
     ErrorKind,
     GenerationRequest,
+    MonotonicProgress,
     ProgressCallback,
     ProviderError,
     ProviderImage,
@@ -93,20 +94,6 @@ class _Result:
     model: str
 
 
-class _Monotonic:
-    """Forwards progress only when it grows: the server may be reporting someone else's job."""
-
-    def __init__(self, callback: ProgressCallback) -> None:
-        self._callback = callback
-        self._last = -1.0
-
-    async def __call__(self, value: float) -> None:
-        value = min(max(value, 0.0), 1.0)
-        if value > self._last:
-            self._last = value
-            await self._callback(value)
-
-
 class SDWebUIProvider:
     """Stable Diffusion on the operator's own GPU through the WebUI API; no per-image cost."""
 
@@ -143,7 +130,7 @@ class SDWebUIProvider:
                 f"the SD WebUI provider sends 'sdwebui' payloads, not '{compiled.dialect}'",
             )
         started = time.perf_counter()
-        report = _Monotonic(progress)
+        report = MonotonicProgress(progress)
         poller = asyncio.create_task(self._poll_progress(report), name=f"{NAME}-progress")
         try:
             async with asyncio.timeout(self._config.timeout):
@@ -202,7 +189,7 @@ class SDWebUIProvider:
             raise status_error(status, raw, retry_after=parse_retry_after(headers))
         return raw
 
-    async def _poll_progress(self, report: _Monotonic) -> None:
+    async def _poll_progress(self, report: MonotonicProgress) -> None:
         """Polls until cancelled; a failed poll only costs a progress update, never the job."""
         url = self._root + PROGRESS
         while True:
