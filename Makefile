@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test lint typecheck imports unit bench install clean
+.PHONY: run storyboard test lint typecheck imports unit bench install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,10 +16,15 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## The main job, offline: validate the packs, then generate the onboarding storyboard
-## (SQLite and local files under ./caverna-data, the preview provider) and say where it is.
+## The main job, offline: validate the packs, then serve the API with its workers on
+## 127.0.0.1:8000 (SQLite and local files under ./caverna-data, the preview provider).
+## The very first start prints a one-time admin API key.
 run: $(STAMP)
 	$(BIN)/caverna pack validate
+	$(BIN)/caverna serve --host 127.0.0.1 --port 8000
+
+## Generate the onboarding storyboard offline into caverna-data/storyboard, without a server.
+storyboard: $(STAMP)
 	$(BIN)/caverna sequence generate --sequence onboarding --out caverna-data/storyboard
 
 ## Lint, format check, types, layering contract, then the whole test suite.

@@ -22,6 +22,7 @@ from caverna.db.engine import create_engine
 from caverna.db.migrate import upgrade
 from caverna.db.models import Base
 from caverna.prompting.engine import PromptEngine
+from caverna.ratelimiting import RateLimiter, RateLimiterUnavailable
 
 DATA = Path(__file__).parent / "data"
 TEST_PACKS = DATA / "packs"
@@ -154,3 +155,32 @@ async def db_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     engine = create_engine(database_url)
     yield engine
     await engine.dispose()
+
+
+# --- redis --------------------------------------------------------------------------------------
+
+REDIS_URL = os.environ.get("CAVERNA_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def _redis_available() -> str | None:
+    """None when Redis answers, else the reason it does not."""
+
+    async def probe() -> None:
+        limiter = RateLimiter(REDIS_URL, timeout=3)
+        try:
+            await limiter.ping()
+        finally:
+            await limiter.aclose()
+
+    try:
+        run_blocking(probe())
+    except RateLimiterUnavailable as exc:
+        return f"Redis at {REDIS_URL} is not reachable: {exc}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The Redis the shared rate-limit tests use; each test keeps to its own key namespace."""
+    require_service(_redis_available())
+    return REDIS_URL

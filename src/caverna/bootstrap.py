@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import secrets
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from pydantic import SecretStr
@@ -16,7 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from caverna.brand.registry import PackRegistry
 from caverna.config import Settings
-from caverna.db.engine import create_engine, is_sqlite
+from caverna.db.accounts import SqlAccountStore, SqlAuditStore
+from caverna.db.api_records import SqlIdempotencyStore, SqlShareStore
+from caverna.db.engine import TransactionRunner, create_engine, is_sqlite
+from caverna.db.image_search import SqlImageSearch
 from caverna.db.migrate import current_revision, upgrade_engine
 from caverna.db.prompt_cache import SqlPromptCacheStore
 from caverna.prompting.engine import PromptEngine
@@ -29,6 +35,7 @@ from caverna.providers.midjourney import MidjourneyConfig, MidjourneyProvider
 from caverna.providers.openai import OpenAIConfig, OpenAIProvider
 from caverna.providers.preview import PreviewProvider
 from caverna.providers.pricing import DEFAULT_PRICES, PriceTable
+from caverna.providers.ratelimit import ProviderRateLimit
 from caverna.providers.resilience import (
     BreakerSettings,
     CircuitBreaker,
@@ -38,14 +45,21 @@ from caverna.providers.resilience import (
 from caverna.providers.sdwebui import SDWebUIConfig, SDWebUIProvider
 from caverna.providers.stability import StabilityConfig, StabilityProvider
 from caverna.queue.sql import SqlJobStore
+from caverna.ratelimiting import RateLimiter
+from caverna.services.accounts import AccountService, AuditLog
 from caverna.services.generation import GenerationService, SubmitOptions
+from caverna.services.idempotency import Idempotency
+from caverna.services.images import ImageHistory
+from caverna.services.links import LinkSigner
 from caverna.services.processing import JobProcessor, ProcessingOptions
 from caverna.services.prompt_cache import CachedCompiler
+from caverna.services.quotas import QuotaDefaults, Quotas
+from caverna.services.sharing import Sharing
 from caverna.storage.base import ObjectStore
 from caverna.storage.factory import store_from_url
 from caverna.worker.loop import Worker, WorkerOptions
 
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0004"
 
 
 def utcnow() -> datetime:
@@ -86,7 +100,18 @@ class Runtime:
     image_pool: Executor | None = None
     http: aiohttp.ClientSession | None = None
     metrics: ProviderMetrics | None = None
+    signer: LinkSigner = field(default_factory=lambda: LinkSigner(secrets.token_bytes(32)))
+    clock: Callable[[], datetime] = utcnow
     _workers: list[Worker] = field(default_factory=list)
+    accounts: AccountService = field(kw_only=True)
+    audit: AuditLog = field(kw_only=True)
+    accounts_db: TransactionRunner | None = field(default=None, kw_only=True)
+    history: ImageHistory = field(kw_only=True)
+    # request rates per provider, and per API key for the HTTP API: one limiter, one storage
+    rate_limiter: RateLimiter = field(kw_only=True)
+    idempotency: Idempotency = field(kw_only=True)
+    sharing: Sharing = field(kw_only=True)
+    quotas: Quotas = field(kw_only=True)
 
     @property
     def settings(self) -> Settings:
@@ -115,7 +140,11 @@ class Runtime:
             self.image_pool.shutdown(wait=True, cancel_futures=True)
         await self.cache.flush()
         await self.jobs.close()
+        self.history.close()
+        if self.accounts_db is not None:
+            self.accounts_db.close()
         await self.store.close()
+        await self.rate_limiter.aclose()
         await self.engine.dispose()
 
 
@@ -140,15 +169,19 @@ async def open_runtime(
         await engine.dispose()
         raise
     jobs = SqlJobStore(engine, clock=now)
+    accounts_db = TransactionRunner(engine)
+    audit = AuditLog(SqlAuditStore(accounts_db), now)
+    accounts = AccountService(SqlAccountStore(accounts_db), audit, now)
     cache = SqlPromptCacheStore(engine)
     compiler = CachedCompiler(container.prompts, cache, settings.prompt_cache_ttl_seconds)
     object_store = store or store_from_url(settings.storage_url, data_dir=settings.data_dir)
     http = new_session(HttpSettings(read_timeout=settings.provider_timeout_seconds))
     metrics = ProviderMetrics()
+    rate_limiter = RateLimiter(settings.redis_url or None)
     available = (
         dict(providers)
         if providers is not None
-        else _resilient(_providers(settings, http), settings, metrics)
+        else _resilient(_providers(settings, http), settings, metrics, rate_limiter)
     )
     generation = GenerationService(
         prompts=container.prompts,
@@ -174,6 +207,7 @@ async def open_runtime(
         ),
         images=image_pool,
     )
+    signer = LinkSigner(load_secret(settings))
     return Runtime(
         container,
         engine,
@@ -187,14 +221,69 @@ async def open_runtime(
         image_pool,
         http,
         metrics,
+        signer=signer,
+        clock=now,
+        idempotency=Idempotency(SqlIdempotencyStore(engine), now),
+        sharing=Sharing(SqlShareStore(engine), signer, now),
+        quotas=Quotas(
+            jobs,
+            accounts,
+            QuotaDefaults(settings.quota_daily_images, settings.quota_monthly_usd),
+            now,
+        ),
+        accounts=accounts,
+        audit=audit,
+        accounts_db=accounts_db,
+        history=ImageHistory(
+            SqlImageSearch(engine), container.prompts, pack_id=settings.default_pack
+        ),
+        rate_limiter=rate_limiter,
     )
 
 
+SECRET_FILE = "secret.key"
+
+
+def load_secret(settings: Settings) -> bytes:
+    """The signing secret: CAVERNA_SECRET_KEY, else one kept in the data folder (made once).
+
+    Every API process must share it (links signed by one are checked by another), so a scale-out
+    deployment sets CAVERNA_SECRET_KEY; the embedded mode keeps its own under the data folder.
+    """
+    if settings.secret_key is not None:
+        return settings.secret_key.get_secret_value().encode()
+    path = settings.data_dir / SECRET_FILE
+    try:
+        return path.read_bytes().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(48).encode()
+    draft = path.with_name(f".{SECRET_FILE}.{os.getpid()}.{secrets.token_hex(4)}")
+    descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(value)
+        handle.flush()
+        os.fsync(handle.fileno())
+    try:
+        os.link(draft, path)  # publishes the whole file at once, or fails if one exists
+    except FileExistsError:
+        value = path.read_bytes().strip()
+    finally:
+        draft.unlink()
+    return value
+
+
 def _resilient(
-    providers: Mapping[str, ImageProvider], settings: Settings, metrics: ProviderMetrics
+    providers: Mapping[str, ImageProvider],
+    settings: Settings,
+    metrics: ProviderMetrics,
+    rate_limiter: RateLimiter | None = None,
 ) -> dict[str, ImageProvider]:
-    """Every provider behind its own breaker, retry policy, timeout and concurrency limit."""
+    """Every provider behind its own breaker, retry policy, timeout and concurrency limit, and
+    its request rate when one is configured."""
     limits = settings.provider_limits
+    rates = settings.provider_rates if rate_limiter is not None else {}
     return {
         name: ResilientProvider(
             provider,
@@ -209,6 +298,11 @@ def _resilient(
             ),
             concurrency=limits.get(name, settings.worker_concurrency),
             observe=metrics.observe,
+            rate_limit=(
+                ProviderRateLimit(rate_limiter, name, rates[name])
+                if rate_limiter is not None and name in rates
+                else None
+            ),
         )
         for name, provider in providers.items()
     }
@@ -293,3 +387,23 @@ def _providers(settings: Settings, session: aiohttp.ClientSession) -> dict[str, 
 
 def _secret(value: SecretStr | None) -> str:
     return value.get_secret_value() if value is not None else ""
+
+
+async def provider_health(runtime: Runtime, timeout: float = 5.0) -> list[dict[str, Any]]:
+    """Probe every provider that has a cheap endpoint; the others are judged passively."""
+    rows = []
+    for name, provider in runtime.providers.items():
+        inner = getattr(provider, "inner", provider)
+        breaker = getattr(provider, "breaker", None)
+        probe = getattr(inner, "health", None)
+        healthy: bool | None = None
+        detail = ""
+        if probe is not None:
+            try:
+                async with asyncio.timeout(timeout):
+                    healthy = await probe()
+            except TimeoutError:
+                healthy, detail = False, f"no answer within {timeout:g} s"
+        state = breaker.snapshot().state.value if breaker is not None else "none"
+        rows.append({"provider": name, "healthy": healthy, "breaker": state, "detail": detail})
+    return rows

@@ -10,8 +10,10 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from caverna.brand.registry import DEFAULT_PACK_ID
+from caverna.logs import LogFormat, parse_level
 from caverna.prompting.dialects.registry import DEFAULT_DIALECT, DIALECT_NAMES
 from caverna.providers.pricing import PriceTable
+from caverna.ratelimiting import parse_rate, parse_rate_limits, storage_url
 
 
 class Settings(BaseSettings):
@@ -78,6 +80,31 @@ class Settings(BaseSettings):
         le=64,
         description="Processes for image work: -1 one per CPU, 0 threads in the worker process.",
     )
+    api_rate_limit: str = Field(
+        default="600/minute",
+        description="Requests per API key, e.g. '600/minute' (shared through Redis when set).",
+    )
+    quota_daily_images: int | None = Field(
+        default=None, ge=0, description="Default images per user per UTC day (none: unlimited)."
+    )
+    quota_monthly_usd: float | None = Field(
+        default=None, ge=0, description="Default spend per user per UTC month, in USD."
+    )
+    secret_key: SecretStr | None = Field(
+        default=None,
+        min_length=16,
+        description="Signs media and share links; every API process of a deployment shares it.",
+    )
+    redis_url: str = Field(
+        default="",
+        description="redis://host:6379/0 shares rate limits between processes; empty: per process.",
+    )
+    provider_rate_limits: str = Field(
+        default="",
+        description="Request rate per provider, e.g. 'openai=50/minute,stability=150/10 seconds'.",
+    )
+    log_format: LogFormat = "text"
+    log_level: str = "INFO"
     preview_latency_ms: float = Field(
         default=0.0,
         ge=0.0,
@@ -95,6 +122,12 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("api_rate_limit")
+    @classmethod
+    def _api_rate(cls, value: str) -> str:
+        parse_rate(value)  # raises ValueError naming the bad rate
+        return value
+
     @field_validator("price_table")
     @classmethod
     def _prices(cls, value: str) -> str:
@@ -107,6 +140,27 @@ class Settings(BaseSettings):
     def _limits(cls, value: str) -> str:
         parse_limits(value)
         return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis(cls, value: str) -> str:
+        storage_url(value)  # raises ValueError naming the accepted schemes
+        return value
+
+    @field_validator("provider_rate_limits")
+    @classmethod
+    def _rates(cls, value: str) -> str:
+        parse_rate_limits(value, names=DIALECT_NAMES)  # raises ValueError naming the bad item
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        return parse_level(value)
+
+    @property
+    def provider_rates(self) -> dict[str, str]:
+        return parse_rate_limits(self.provider_rate_limits, names=DIALECT_NAMES)
 
     @property
     def resolved_database_url(self) -> str:

@@ -2,20 +2,27 @@
 
 It validates requests the way the service does (unknown parameters, sizes per model, the key),
 answers with the same body shapes and headers, draws random-noise images in the format asked
-for, records every request for assertions, and can be scripted to misbehave on the next calls.
+for (at the `output_compression` asked for, 100 by default, as the service does), records every
+request for assertions, and can be scripted to misbehave on the next calls.
 
 Run it for a local demo (serves on loopback until Ctrl-C)::
 
     python -m tests.fakes.openai_server --port 9101 --api-key sk-fake
 
 then point the application at it with OPENAI_BASE_URL=http://127.0.0.1:9101/v1 and
-OPENAI_API_KEY=sk-fake.
+OPENAI_API_KEY=sk-fake. Other options: `--image-size WxH|requested`, `--latency SECONDS` (every
+normal answer waits that long, as a render does), `--distinct-images N` (serve N noise images
+per format, encoded once at start and reused, so the fake's own CPU stays out of a benchmark's
+way: a fresh 1024 px WebP costs it about 0.2 s), and `--port 0` for a free port (the banner
+line names it).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
+import contextlib
 import email.utils
 import io
 import json
@@ -41,6 +48,7 @@ DEFAULT_MODELS = ("gpt-image-1", "gpt-image-1-mini", "gpt-image-1.5", "gpt-image
 FIXED_SIZES = ("1024x1024", "1536x1024", "1024x1536", "auto")
 QUALITIES = ("low", "medium", "high", "auto")
 OUTPUT_FORMATS = ("png", "jpeg", "webp")
+DEFAULT_COMPRESSION = 100  # the service's default `output_compression` for JPEG and WebP
 _PIL_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
 GENERATION_PARAMS = frozenset(
     {
@@ -112,14 +120,30 @@ class FakeOpenAI(ScriptedFaults):
         image_size: tuple[int, int] | None = DEFAULT_IMAGE_SIZE,
         models: tuple[str, ...] = DEFAULT_MODELS,
         organization: str = "org-fake",
+        latency: float = 0.0,
+        distinct_images: int = 0,
     ) -> None:
-        """`image_size` None draws the size asked for; a small fixed size keeps tests fast."""
+        """`image_size` None draws the size asked for; a small fixed size keeps tests fast.
+
+        `latency` delays every normal answer, as a render would. `distinct_images` > 0 encodes
+        that many images per (size, format, compression) once and serves them in turn, so a
+        benchmark measures the client, not the fake's encoder.
+        """
         super().__init__()
         self.api_key = api_key
         self.image_size = image_size
         self.models = models
         self.organization = organization
+        self.latency = latency
+        self.distinct_images = distinct_images
         self.requests: list[RecordedRequest] = []
+        self._prepared: dict[tuple[tuple[int, int], str, int], list[bytes]] = {}
+        self._served = 0
+
+    async def on_started(self) -> None:
+        if self.distinct_images and self.image_size is not None:
+            for output_format in OUTPUT_FORMATS:
+                self._encoded_images(self.image_size, output_format, DEFAULT_COMPRESSION)
 
     def build_app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -148,6 +172,7 @@ class FakeOpenAI(ScriptedFaults):
                 "aren't using your HTTP library correctly.)",
                 "invalid_request_error",
             )
+        await self._render_delay()
         return self._answer(body, GENERATION_PARAMS, references=0)
 
     async def _edits(self, request: web.Request) -> web.StreamResponse:
@@ -208,6 +233,7 @@ class FakeOpenAI(ScriptedFaults):
                 fields["n"] = int(fields["n"])
             except ValueError:
                 return _error(400, "Invalid type for 'n': expected an integer.", param="n")
+        await self._render_delay()
         return self._answer(fields, EDIT_PARAMS, len(images))
 
     async def _model(self, request: web.Request) -> web.StreamResponse:
@@ -226,6 +252,30 @@ class FakeOpenAI(ScriptedFaults):
         )
 
     # --- behaviour --------------------------------------------------------------------------
+
+    async def _render_delay(self) -> None:
+        if self.latency > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), self.latency)
+
+    def _encoded_images(
+        self, size: tuple[int, int], output_format: str, compression: int
+    ) -> list[bytes]:
+        key = (size, output_format, compression)
+        prepared = self._prepared.get(key)
+        if prepared is None:
+            prepared = self._prepared[key] = [
+                base64.b64encode(noise_image(size, output_format, compression))
+                for _ in range(self.distinct_images)
+            ]
+        return prepared
+
+    def _image_b64(self, size: tuple[int, int], output_format: str, compression: int) -> bytes:
+        if not self.distinct_images:
+            return base64.b64encode(noise_image(size, output_format, compression))
+        self._served += 1
+        prepared = self._encoded_images(size, output_format, compression)
+        return prepared[self._served % len(prepared)]
 
     def _record(
         self,
@@ -294,12 +344,17 @@ class FakeOpenAI(ScriptedFaults):
         output_format = body.get("output_format", "png")
         if output_format not in OUTPUT_FORMATS:
             return _invalid_value("output_format", output_format, ", ".join(OUTPUT_FORMATS))
+        compression = body.get("output_compression", DEFAULT_COMPRESSION)
+        if isinstance(compression, str) and compression.isdigit():  # multipart fields are text
+            compression = int(compression)
+        if not isinstance(compression, int) or not 0 <= compression <= 100:
+            return _invalid_value("output_compression", compression, "an integer from 0 to 100")
         started = time.perf_counter()
         image_size = self.image_size or dimensions
-        data = [
-            {"b64_json": base64.b64encode(noise_image(image_size, output_format)).decode()}
-            for _ in range(n)
-        ]
+        # the base64 goes into the JSON text as it is: serialising megabytes of it through
+        # json.dumps would cost the fake more CPU than the client it is measuring
+        images = [self._image_b64(image_size, output_format, compression) for _ in range(n)]
+        data = [{"b64_json": f"@image{index}@"} for index in range(n)]
         output_tokens = 272 if quality == "low" else 1056 if quality == "medium" else 4160
         answer = {
             "created": int(time.time()),
@@ -318,9 +373,14 @@ class FakeOpenAI(ScriptedFaults):
                 },
             },
         }
+        text = json.dumps(answer).encode()
+        for index, image in enumerate(images):
+            text = text.replace(f"@image{index}@".encode(), image, 1)
         elapsed = round((time.perf_counter() - started) * 1000)
-        return web.json_response(
-            answer, headers={**self._headers(), "openai-processing-ms": str(elapsed)}
+        return web.Response(
+            body=text,
+            content_type="application/json",
+            headers={**self._headers(), "openai-processing-ms": str(elapsed)},
         )
 
     def _headers(self) -> dict[str, str]:
@@ -403,11 +463,18 @@ def _parse_size(model: str, size: object) -> tuple[int, int] | None:
     return width, height
 
 
-def noise_image(size: tuple[int, int], output_format: str) -> bytes:
-    """Random pixels: incompressible, so sizes and timings resemble a real render."""
+def noise_image(
+    size: tuple[int, int], output_format: str, compression: int = DEFAULT_COMPRESSION
+) -> bytes:
+    """Random pixels: incompressible, so sizes and timings resemble a real render.
+
+    `compression` is the service's `output_compression`: the quality of JPEG and WebP (a
+    1024x1024 WebP at the default 100 is about 1.2 MB, as the service's are); PNG ignores it.
+    """
     image = Image.frombytes("RGB", size, os.urandom(size[0] * size[1] * 3))
     buffer = io.BytesIO()
-    image.save(buffer, format=_PIL_FORMATS[output_format])
+    options = {} if output_format == "png" else {"quality": compression}
+    image.save(buffer, format=_PIL_FORMATS[output_format], **options)
     return buffer.getvalue()
 
 
@@ -571,6 +638,15 @@ def _size_arg(text: str) -> tuple[int, int] | None:
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api-key", default=DEFAULT_API_KEY)
     parser.add_argument(
+        "--latency", type=float, default=0.0, help="seconds every normal answer waits"
+    )
+    parser.add_argument(
+        "--distinct-images",
+        type=int,
+        default=0,
+        help="serve this many images per format, encoded once (0: a fresh one per call)",
+    )
+    parser.add_argument(
         "--image-size",
         type=_size_arg,
         default="1024x1024",
@@ -580,7 +656,12 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     serve_main(
-        lambda args: FakeOpenAI(api_key=args.api_key, image_size=args.image_size),
+        lambda args: FakeOpenAI(
+            api_key=args.api_key,
+            image_size=args.image_size,
+            latency=args.latency,
+            distinct_images=args.distinct_images,
+        ),
         default_port=9101,
         description="Serve a fake OpenAI Images API on loopback.",
         add_arguments=_add_arguments,

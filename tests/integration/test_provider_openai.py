@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hashlib
 import io
@@ -512,6 +513,49 @@ async def test_maps_every_error_answer(
     assert says in error.message
     assert error.message.startswith("openai: ")
     assert 1.0 not in progress.values
+
+
+def _spelled(body: str) -> Fault:
+    image = fake_api.noise_image((16, 16), "webp")
+    text = body.replace("IMAGE", base64.b64encode(image).decode())
+    return Fault(status=200, body=text.encode())
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param('{"created": 1, "data": [{"b64_json": "IMAGE"}]}', id="plain"),
+        pytest.param('{"data":[{"b64_json" :\n "IMAGE"}]}', id="whitespace"),
+        pytest.param(
+            '{"note": {"b64_json": "QUJD"}, "data": [{"b64_json": "IMAGE"}]}', id="decoy-first"
+        ),
+        pytest.param(
+            '{"data": [{"revised_prompt": "say \\"b64_json\\": \\"QUJD\\"", "b64_json": "IMAGE"}]}',
+            id="key-quoted-in-a-string",
+        ),
+    ],
+)
+async def test_the_image_is_found_however_the_json_is_laid_out(
+    fake: FakeOpenAI, provider: OpenAIProvider, compiled: CompiledPrompt, body: str
+) -> None:
+    fake.fail_next(_spelled(body))
+    image = await provider.generate(request_for(compiled), Progress())
+    assert decoded(image.data).size == (16, 16)
+
+
+async def test_escaped_slashes_in_the_base64_are_understood(
+    fake: FakeOpenAI, provider: OpenAIProvider, compiled: CompiledPrompt
+) -> None:
+    """JSON may escape '/' as '\\/'; the shortcut past the parser must not choke on it."""
+    raw = fake_api.noise_image((16, 16), "webp")
+    encoded = base64.b64encode(raw).decode()
+    while "/" not in encoded:  # noise makes a '/' near certain; make sure of it
+        raw = fake_api.noise_image((16, 16), "webp")
+        encoded = base64.b64encode(raw).decode()
+    body = '{"data": [{"b64_json": "' + encoded.replace("/", "\\/") + '"}]}'
+    fake.fail_next(Fault(status=200, body=body.encode()))
+    image = await provider.generate(request_for(compiled), Progress())
+    assert hashlib.sha256(image.data).digest() == hashlib.sha256(raw).digest()
 
 
 async def test_http_date_retry_after_becomes_seconds(

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from caverna.bootstrap import build_container, open_runtime
-from caverna.cli.runtime_commands import provider_health
+from caverna.bootstrap import build_container, open_runtime, provider_health
 from caverna.config import Settings
 from caverna.domain.jobs import ImageJob, JobStatus
 from caverna.imaging import sniff_format

@@ -203,3 +203,19 @@ async def test_metrics_count_outcomes_latency_cost_and_breaker() -> None:
     assert 'caverna_provider_latency_seconds_count{provider="stability"} 2.0' in text
     assert 'caverna_provider_cost_usd_total{provider="stability"} 0.01' in text
     assert 'caverna_provider_breaker_state{provider="stability"} 0.0' in text
+
+
+async def test_a_cancelled_probe_frees_the_half_open_breaker() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker("p", BreakerSettings(failure_threshold=1, open_seconds=10), clock)
+    breaker.record_failure(ErrorKind.TIMEOUT)
+    clock.now += 10
+    slow = ScriptedProvider("p", delay=30)
+    resilient = ResilientProvider(slow, breaker=breaker, retry=RetrySettings(attempts=1))
+    probe = asyncio.create_task(resilient.generate(REQUEST, no_progress))
+    await slow.started.wait()
+    probe.cancel()  # e.g. the job was cancelled while its call was the half-open probe
+    with pytest.raises(asyncio.CancelledError):
+        await probe
+    assert breaker.snapshot().state is BreakerState.HALF_OPEN
+    breaker.before_call()  # a new probe may go through instead of waiting forever

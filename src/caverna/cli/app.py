@@ -14,7 +14,7 @@ from rich.table import Table
 from caverna import __version__
 from caverna.bootstrap import Container, build_container
 from caverna.brand.schema import Locale
-from caverna.cli import runtime_commands
+from caverna.cli import keys_commands, runtime_commands, serve_command
 from caverna.cli.options import (
     AspectRatioOpt,
     FootwearOpt,
@@ -34,6 +34,7 @@ from caverna.cli.options import (
 from caverna.cli.render import compiled_panel, pack_summary, problems_table
 from caverna.config import Settings
 from caverna.domain.problems import InvalidPackError, ProblemsError
+from caverna.logs import configure_logging
 from caverna.prompting.dialects.registry import DIALECT_NAMES
 from caverna.services.packs import PackReport, validate_folder, validate_installed
 
@@ -88,14 +89,32 @@ def _show_version(value: bool) -> None:
         raise typer.Exit()
 
 
+# long-running services log at CAVERNA_LOG_LEVEL; commands that answer and exit print their own
+# result (often JSON on stdout), so below WARNING their logs show only when a level is asked for
+SERVICE_COMMANDS = frozenset({"worker", "serve"})
+
+
+def _configure_logs(command: str | None) -> None:
+    try:
+        settings = Settings()
+    except ValidationError:
+        return  # the command reports the bad setting itself
+    level = settings.log_level
+    if command not in SERVICE_COMMANDS and "log_level" not in settings.model_fields_set:
+        level = "WARNING"
+    configure_logging(settings.log_format, level)
+
+
 @app.callback()
 def _root(
+    ctx: typer.Context,
     version: Annotated[
         bool,
         typer.Option("--version", callback=_show_version, is_eager=True, help="Show the version."),
     ] = False,
 ) -> None:
     """Compile a brand's character bible into on-brand image prompts and images."""
+    _configure_logs(ctx.invoked_subcommand)
 
 
 @pack_app.command("list")
@@ -271,6 +290,8 @@ def prompt(
 
 
 runtime_commands.register(app, _container, _fail)
+keys_commands.register(app, _container, _fail)
+serve_command.register(app, _container, _fail)
 
 
 def main() -> None:

@@ -16,7 +16,14 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from caverna.bootstrap import Container, DatabaseNotMigrated, Runtime, open_runtime, utcnow
+from caverna.bootstrap import (
+    Container,
+    DatabaseNotMigrated,
+    Runtime,
+    open_runtime,
+    provider_health,
+    utcnow,
+)
 from caverna.cli.options import (
     AspectRatioOpt,
     FootwearOpt,
@@ -262,26 +269,6 @@ def register(app: typer.Typer, make_container: ContainerFactory, fail: FailHandl
 
         removed = run(work, None)
         typer.echo(f"removed {removed} cache entr{'y' if removed == 1 else 'ies'}")
-
-
-async def provider_health(runtime: Runtime, timeout: float = 5.0) -> list[dict[str, Any]]:
-    """Probe every provider that has a cheap endpoint; the others are judged passively."""
-    rows = []
-    for name, provider in runtime.providers.items():
-        inner = getattr(provider, "inner", provider)
-        breaker = getattr(provider, "breaker", None)
-        probe = getattr(inner, "health", None)
-        healthy: bool | None = None
-        detail = ""
-        if probe is not None:
-            try:
-                async with asyncio.timeout(timeout):
-                    healthy = await probe()
-            except TimeoutError:
-                healthy, detail = False, f"no answer within {timeout:g} s"
-        state = breaker.snapshot().state.value if breaker is not None else "none"
-        rows.append({"provider": name, "healthy": healthy, "breaker": state, "detail": detail})
-    return rows
 
 
 async def _wait_with_worker(

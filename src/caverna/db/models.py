@@ -47,7 +47,8 @@ class User(Base):
     display_name: Mapped[str] = mapped_column(String(200), default="")
     role: Mapped[str] = mapped_column(String(16), default="user")
     password_hash: Mapped[str | None] = mapped_column(String(255))
-    quota_daily: Mapped[int | None] = mapped_column(Integer)
+    quota_daily: Mapped[int | None] = mapped_column(Integer)  # images per day
+    quota_monthly_usd: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime]
     disabled_at: Mapped[datetime | None]
 
@@ -168,6 +169,12 @@ class AuditRow(Base):
     target: Mapped[str | None] = mapped_column(String(128))
     details: Mapped[dict[str, Any]]
 
+    __table_args__ = (
+        # the audit view filters by who acted or what was acted on, newest first
+        Index("ix_audit_log_actor_at", "actor", "at"),
+        Index("ix_audit_log_target_at", "target", "at"),
+    )
+
 
 class CounterRow(Base):
     """Process-independent counters (prompt cache hits and misses), one row per name."""
@@ -176,3 +183,28 @@ class CounterRow(Base):
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), default=0)
+
+
+class IdempotencyRow(Base):
+    """A client's Idempotency-Key: the first request with it reserves it, later ones replay it."""
+
+    __tablename__ = "idempotency_keys"
+
+    user_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    image_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    created_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class ShareRow(Base):
+    """A public link to one image: signed in the URL, revocable here, expiring by both."""
+
+    __tablename__ = "share_links"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    image_id: Mapped[uuid.UUID] = mapped_column(Uuid, index=True)
+    user_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]

@@ -3,11 +3,15 @@
 Lookups are reads, served first from a small in-process LRU (entries never change under a key,
 whose template_version pins the pack and engine, so the copy cannot go stale before it expires).
 Hits and misses are counted in memory and written in batches (every 64 lookups or 2 seconds,
-and before stats are read), so a cache hit never takes the write lock.
+and before stats are read), so a cache hit never takes the write lock. A batch due during a
+lookup is written in the background: the lookup sits on a job's critical path, the counters
+do not.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections import Counter, OrderedDict
 from datetime import datetime, timedelta
@@ -21,6 +25,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from caverna.db.engine import reading, session_factory, writing
 from caverna.db.models import CounterRow, PromptCacheRow
 from caverna.services.prompt_cache import CacheStats
+
+log = logging.getLogger(__name__)
 
 HITS = "prompt_cache.hits"
 MISSES = "prompt_cache.misses"
@@ -39,6 +45,7 @@ class SqlPromptCacheStore:
         self._misses = 0
         self._last_flush = time.monotonic()
         self._memory: OrderedDict[str, tuple[dict[str, Any], datetime]] = OrderedDict()
+        self._flushing: asyncio.Task[None] | None = None
 
     def _remember(self, key: str, compiled: dict[str, Any], expires_at: datetime) -> None:
         self._memory[key] = (compiled, expires_at)
@@ -75,11 +82,28 @@ class SqlPromptCacheStore:
             self._last_hit[key] = now
         pending = self._misses + sum(self._hits.values())
         if pending >= FLUSH_EVERY or time.monotonic() - self._last_flush > FLUSH_SECONDS:
-            await self.flush()
+            self._flush_in_background()
         return compiled
 
+    def _flush_in_background(self) -> None:
+        if self._flushing is not None and not self._flushing.done():
+            return  # the counts keep accumulating for the next batch
+        self._flushing = asyncio.create_task(self._flush_logged())
+
+    async def _flush_logged(self) -> None:
+        try:
+            await self._write_counts()
+        except Exception:  # counters are statistics: losing one batch must not fail a job
+            log.exception("prompt cache counters could not be written")
+
     async def flush(self) -> None:
-        """Write the counted hits and misses."""
+        """Write the counted hits and misses, after any batch already being written."""
+        if self._flushing is not None:
+            await asyncio.wait([self._flushing])
+            self._flushing = None
+        await self._write_counts()
+
+    async def _write_counts(self) -> None:
         hits, last_hit, misses = self._hits, self._last_hit, self._misses
         self._hits, self._last_hit, self._misses = Counter(), {}, 0
         self._last_flush = time.monotonic()

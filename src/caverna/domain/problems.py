@@ -22,6 +22,10 @@ class ProblemCode(StrEnum):
     INVALID_CHOICE = "invalid_choice"
     TOO_LONG = "too_long"
     INVALID_CHARACTERS = "invalid_characters"
+    INVALID_CURSOR = "invalid_cursor"
+    INVALID_RANGE = "invalid_range"
+    # lookups by id
+    NOT_FOUND = "not_found"
     # references into the pack
     UNKNOWN_PACK = "unknown_pack"
     UNKNOWN_OPTION = "unknown_option"
@@ -109,6 +113,25 @@ class InvalidPackError(ProblemsError):
 
 class InvalidParametersError(ProblemsError):
     """Generation parameters were rejected: the problems name each offending field."""
+
+
+class NotFound(LookupError):
+    """A thing named by id does not exist: the caller gets a 404, not a validation error.
+
+    It is not a ProblemsError, so handlers that turn rejected input into a 422 (or exit code 2)
+    do not swallow it by accident; it still renders in the same shape.
+    """
+
+    def __init__(self, field: str, value: object, what: str) -> None:
+        self.problem = Problem(ProblemCode.NOT_FOUND, field, f"no {what} with {field} '{value}'")
+        super().__init__(self.problem.message)
+
+    @property
+    def summary(self) -> str:
+        return "not found"
+
+    def to_dict(self) -> dict[str, object]:
+        return {"summary": self.summary, "errors": [self.problem.to_dict()]}
 
 
 def raise_if_any(problems: Iterable[Problem], error: type[ProblemsError], summary: str) -> None:

@@ -11,7 +11,13 @@ from caverna.imaging.formats import (
     sniff_format,
 )
 from caverna.imaging.metadata import CAVERNA_NS, ImageMetadata, read_metadata
-from caverna.imaging.process import ProcessedImage, encode_image, make_thumbnail, process_image
+from caverna.imaging.process import (
+    ProcessedImage,
+    encode_image,
+    is_tiny_image,
+    make_thumbnail,
+    process_image,
+)
 
 __all__ = [
     "CAVERNA_NS",
@@ -25,6 +31,7 @@ __all__ = [
     "RejectionCode",
     "SniffedFormat",
     "encode_image",
+    "is_tiny_image",
     "make_thumbnail",
     "process_image",
     "read_metadata",

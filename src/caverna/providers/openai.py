@@ -8,10 +8,10 @@ is either a bad field or a moderation refusal (re-prompt, never fail over).
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
 import json
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -39,6 +39,8 @@ _MODERATION_CODES: frozenset[str] = frozenset({"content_policy_violation", "mode
 _MODERATION_TYPE = "image_generation_user_error"
 _QUOTA_CODES: frozenset[str] = frozenset({"insufficient_quota"})
 _MAX_MESSAGE_CHARS = 500
+# unescaped quotes exist only around keys and values, so this can only match a `b64_json` key
+_IMAGE_FIELD = re.compile(rb'"b64_json"\s*:\s*"')
 
 
 @dataclass(frozen=True)
@@ -243,25 +245,57 @@ def _optional_str(value: object) -> str | None:
 
 
 def _decode_image(raw: bytes) -> bytes:
+    """The first image of the answer, decoded straight from the bytes received.
+
+    The base64 text is nearly all of the answer (megabytes): it is cut out and decoded where it
+    lies, and only the rest goes through the JSON parser, which also proves the cut-out value
+    was `data[0].b64_json`. Parsing it whole would copy the megabytes into a str first.
+    """
+    skeleton, image = _cut_out_image(raw)
+    first = _first_result(skeleton, raw)
+    if image is not None and (first is None or first.get("b64_json") != ""):
+        first, image = _first_result(raw, raw), None  # the cut was elsewhere: parse it all
+    if image is None:
+        encoded = first.get("b64_json") if first is not None else None
+        if not isinstance(encoded, str) or not encoded:
+            has_url = first is not None and "url" in first
+            hint = " (only a URL: a DALL-E style answer)" if has_url else ""
+            raise provider_error(ErrorKind.BAD_RESPONSE, f"{NAME}: the answer holds no image{hint}")
     try:
-        body = json.loads(raw)
+        text = image if image is not None else str(encoded).encode("ascii")
+        return binascii.a2b_base64(text, strict_mode=True)
+    except (binascii.Error, ValueError) as exc:
+        raise provider_error(
+            ErrorKind.BAD_RESPONSE, f"{NAME}: the image is not valid base64 ({exc})"
+        ) from exc
+
+
+def _first_result(text: bytes, raw: bytes) -> dict[str, Any] | None:
+    try:
+        body = json.loads(text)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise provider_error(
             ErrorKind.BAD_RESPONSE, f"{NAME}: the answer is not JSON: {_snippet(raw)}"
         ) from exc
     data = body.get("data") if isinstance(body, dict) else None
     first = data[0] if isinstance(data, list) and data else None
-    encoded = first.get("b64_json") if isinstance(first, dict) else None
-    if not isinstance(encoded, str) or not encoded:
-        has_url = isinstance(first, dict) and "url" in first
-        hint = " (only a URL: a DALL-E style answer)" if has_url else ""
-        raise provider_error(ErrorKind.BAD_RESPONSE, f"{NAME}: the answer holds no image{hint}")
-    try:
-        return base64.b64decode(encoded, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise provider_error(
-            ErrorKind.BAD_RESPONSE, f"{NAME}: the image is not valid base64 ({exc})"
-        ) from exc
+    return first if isinstance(first, dict) else None
+
+
+def _cut_out_image(raw: bytes) -> tuple[bytes, memoryview | None]:
+    """The answer with the first `b64_json` value emptied, and that value (None: not found).
+
+    A value holding a backslash (an escaped character, which base64 never needs) is left to
+    the JSON parser, as is any answer where the cut cannot be made.
+    """
+    found = _IMAGE_FIELD.search(raw)
+    if found is None:
+        return raw, None
+    start = found.end()
+    end = raw.find(b'"', start)
+    if end <= start or raw.find(b"\\", start, end) != -1:
+        return raw, None
+    return raw[:start] + raw[end:], memoryview(raw)[start:end]
 
 
 def _sniff(data: bytes) -> SniffedFormat:

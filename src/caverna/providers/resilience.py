@@ -1,5 +1,6 @@
 """Resilience around a provider: a per-call timeout, bounded retries that honour Retry-After, a
-circuit breaker, and a concurrency limit. The pipeline sees one ImageProvider either way.
+circuit breaker, a concurrency limit and, when configured, a request rate (see ratelimit.py).
+The pipeline sees one ImageProvider either way.
 
 Failures that say nothing about the provider's health (a bad request, a blocked prompt, an
 exhausted quota, a rate limit) never trip the breaker; failures that do (unreachable, server
@@ -12,6 +13,7 @@ through (half-open): its success closes the breaker, its failure opens it again.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections.abc import Callable
@@ -35,6 +37,9 @@ from caverna.providers.base import (
     ProviderImage,
     provider_error,
 )
+from caverna.providers.ratelimit import ProviderRateLimit, RateLimitExhausted
+
+log = logging.getLogger(__name__)
 
 # failures that say the provider itself is unwell
 HEALTH_FAILURES: frozenset[str] = frozenset(
@@ -120,6 +125,11 @@ class CircuitBreaker:
             self._move(BreakerState.CLOSED)
             self._opened_at = None
 
+    def release_probe(self) -> None:
+        """A call that never reached the provider says nothing of its health: someone else may
+        probe instead."""
+        self._probe_in_flight = False
+
     def record_failure(self, kind: str) -> None:
         probing = self._probe_in_flight
         self._probe_in_flight = False
@@ -133,6 +143,17 @@ class CircuitBreaker:
 
     def _move(self, target: BreakerState) -> None:
         self.transitions.append((self._state, target))
+        log.log(
+            logging.WARNING if target is BreakerState.OPEN else logging.INFO,
+            "circuit breaker %s",
+            target.value,
+            extra={
+                "provider": self.name,
+                "breaker_from": self._state.value,
+                "breaker_to": target.value,
+                "consecutive_failures": self._failures,
+            },
+        )
         self._state = target
 
 
@@ -164,8 +185,10 @@ class ResilientProvider:
         concurrency: int = 8,
         sleep: Callable[[float], object] = asyncio.sleep,
         observe: Callable[[str, str, float, float, BreakerState], None] | None = None,
+        rate_limit: ProviderRateLimit | None = None,
     ) -> None:
         self.inner = inner
+        self.rate_limit = rate_limit
         self._observe = observe
         self.name = inner.name
         self.breaker = breaker or CircuitBreaker(inner.name)
@@ -179,6 +202,7 @@ class ResilientProvider:
         self, request: GenerationRequest, progress: ProgressCallback
     ) -> ProviderImage:
         started = time.monotonic()
+        deadline = started + self.retry.budget_seconds  # rate-limit waits count against it
 
         def retryable(exc: BaseException) -> bool:
             return isinstance(exc, ProviderError) and exc.retryable
@@ -202,15 +226,20 @@ class ResilientProvider:
         )
         async for attempt in retrying:
             with attempt:
-                return await self._once(request, progress)
+                return await self._once(request, progress, deadline)
         raise AssertionError("unreachable: tenacity re-raises the last error")
 
-    async def _once(self, request: GenerationRequest, progress: ProgressCallback) -> ProviderImage:
+    async def _once(
+        self, request: GenerationRequest, progress: ProgressCallback, deadline: float | None = None
+    ) -> ProviderImage:
         self.breaker.before_call()
         self.calls += 1
         started = time.monotonic()
         try:
             async with self._slots:
+                if self.rate_limit is not None:  # the slot is taken just before the call
+                    await self.rate_limit.acquire(deadline)
+                    started = time.monotonic()  # the wait is not the provider's latency
                 async with asyncio.timeout(self.retry.call_timeout):
                     image = await self.inner.generate(request, progress)
         except TimeoutError:
@@ -218,14 +247,23 @@ class ResilientProvider:
             raise provider_error(
                 ErrorKind.TIMEOUT, f"{self.name}: no image within {self.retry.call_timeout:g} s"
             ) from None
+        except RateLimitExhausted:
+            self.breaker.release_probe()  # not a failure of the provider: no breaker count
+            raise
         except ProviderError as exc:
             self._failed(exc.code, started)
+            raise
+        except BaseException:
+            # cancelled (lease lost, job cancelled) or a bug: nothing learned about the provider,
+            # but a half-open breaker must not wait forever for this probe's verdict
+            self.breaker.release_probe()
             raise
         self.breaker.record_success()
         self._record("ok", started, image.cost_usd)
         return image
 
     def _failed(self, kind: str, started: float) -> None:
+        log.info("provider call failed", extra={"provider": self.name, "error_code": kind})
         self.failures[kind] = self.failures.get(kind, 0) + 1
         self.breaker.record_failure(kind)
         self._record(kind, started, 0.0)

@@ -23,9 +23,14 @@ class JobStore(Protocol):
         """One job, whatever its status."""
 
     async def find_reusable(
-        self, params_hash: str, template_version: str, provider: str, seed: int | None
+        self,
+        user_id: str,
+        params_hash: str,
+        template_version: str,
+        provider: str,
+        seed: int | None,
     ) -> ImageJob | None:
-        """A job for the same request that is completed or still on its way."""
+        """The same user's job for the same request, completed or still on its way."""
 
     async def for_sequence(self, sequence_id: uuid.UUID) -> list[ImageJob]:
         """The jobs of a sequence in frame order."""
@@ -67,6 +72,21 @@ class JobStore(Protocol):
 
     async def cancel(self, job_id: uuid.UUID) -> ImageJob | None:
         """Cancel a queued or running job; returns the job as it is afterwards."""
+
+    async def mark_deleted(self, job_id: uuid.UUID) -> ImageJob | None:
+        """Soft-delete whatever the status; returns the job as it is afterwards."""
+
+    async def recent_latencies(self, provider: str, limit: int) -> list[float]:
+        """Provider latencies (ms) of the latest completed jobs of a provider, newest first."""
+
+    async def usage(self, user_id: str, since: datetime) -> tuple[int, float]:
+        """How many images a user asked for since `since`, and what they cost (USD)."""
+
+    async def breakdown(self) -> dict[str, list[dict[str, Any]]]:
+        """Images and cost by provider and status, and by user."""
+
+    async def queued_ahead(self, job: ImageJob) -> int:
+        """Runnable jobs ahead of a queued one."""
 
     async def sweep(self) -> SweepResult:
         """Requeue jobs whose lease expired; fail those out of attempts."""

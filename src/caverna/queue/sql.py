@@ -135,13 +135,19 @@ class SqlJobStore:
         return await self._one(select(IMAGES).where(IMAGES.c.id == job_id))
 
     async def find_reusable(
-        self, params_hash: str, template_version: str, provider: str, seed: int | None
+        self,
+        user_id: str,
+        params_hash: str,
+        template_version: str,
+        provider: str,
+        seed: int | None,
     ) -> ImageJob | None:
         live = (JobStatus.QUEUED, JobStatus.PROCESSING, JobStatus.COMPLETED)
         query = (
             select(IMAGES)
             .where(
                 ImageRow.params_hash == params_hash,
+                ImageRow.user_id == user_id,
                 ImageRow.template_version == template_version,
                 ImageRow.provider == provider,
                 ImageRow.seed.is_(None) if seed is None else ImageRow.seed == seed,
@@ -283,6 +289,92 @@ class SqlJobStore:
             return to_job(row) if row else None
 
         return await self._db.write(run)
+
+    async def mark_deleted(self, job_id: uuid.UUID) -> ImageJob | None:
+        """Soft-delete: the row stays for history and audit, a running job loses its lease."""
+        statement = (
+            update(ImageRow)
+            .where(ImageRow.id == job_id, ImageRow.status != JobStatus.DELETED.value)
+            .values(
+                status=JobStatus.DELETED.value,
+                lease_owner=None,
+                lease_expires_at=None,
+                deleted_at=self._clock(),
+            )
+        )
+
+        def run(connection: Connection) -> ImageJob | None:
+            connection.execute(statement)
+            row = connection.execute(select(IMAGES).where(IMAGES.c.id == job_id)).first()
+            return to_job(row) if row else None
+
+        return await self._db.write(run)
+
+    async def recent_latencies(self, provider: str, limit: int) -> list[float]:
+        """Provider latencies (ms) of the latest completed jobs: the basis of an ETA."""
+        query = (
+            select(ImageRow.provider_latency_ms)
+            .where(
+                ImageRow.status == JobStatus.COMPLETED.value,
+                ImageRow.provider == provider,
+                ImageRow.provider_latency_ms.is_not(None),
+            )
+            .order_by(ImageRow.completed_at.desc())
+            .limit(limit)
+        )
+        return await self._db.read(
+            lambda connection: [float(v or 0.0) for v in connection.execute(query).scalars()]
+        )
+
+    async def usage(self, user_id: str, since: datetime) -> tuple[int, float]:
+        """Images a user asked for since a moment (deleted ones too: they cost) and their cost."""
+        query = select(func.count(), func.coalesce(func.sum(ImageRow.cost_usd), 0.0)).where(
+            ImageRow.user_id == user_id, ImageRow.created_at >= since
+        )
+
+        def run(connection: Connection) -> tuple[int, float]:
+            count, cost = connection.execute(query).one()
+            return int(count), float(cost or 0.0)
+
+        return await self._db.read(run)
+
+    async def breakdown(self) -> dict[str, list[dict[str, Any]]]:
+        """Images and cost by provider and status, and by user: the admin's usage view."""
+        cost = func.coalesce(func.sum(ImageRow.cost_usd), 0.0)
+        by_provider = (
+            select(ImageRow.provider, ImageRow.status, func.count(), cost)
+            .group_by(ImageRow.provider, ImageRow.status)
+            .order_by(ImageRow.provider, ImageRow.status)
+        )
+        by_user = (
+            select(ImageRow.user_id, func.count(), cost)
+            .group_by(ImageRow.user_id)
+            .order_by(ImageRow.user_id)
+        )
+
+        def run(connection: Connection) -> dict[str, list[dict[str, Any]]]:
+            return {
+                "by_provider": [
+                    {"provider": p, "status": s, "images": int(n), "cost_usd": float(c or 0.0)}
+                    for p, s, n, c in connection.execute(by_provider).all()
+                ],
+                "by_user": [
+                    {"user_id": u, "images": int(n), "cost_usd": float(c or 0.0)}
+                    for u, n, c in connection.execute(by_user).all()
+                ],
+            }
+
+        return await self._db.read(run)
+
+    async def queued_ahead(self, job: ImageJob) -> int:
+        """How many runnable jobs a queued job waits behind (same order as the claim)."""
+        if job.next_attempt_at is None:
+            return 0
+        query = select(func.count()).where(
+            ImageRow.status == JobStatus.QUEUED.value,
+            ImageRow.next_attempt_at < job.next_attempt_at,
+        )
+        return await self._db.read(lambda connection: int(connection.execute(query).scalar_one()))
 
     async def sweep(self) -> SweepResult:
         now = self._clock()

@@ -119,7 +119,11 @@ class GenerationService:
         compiled = await self.compiler.compile(params, chosen, self.clock())
         if not force:
             existing = await self.jobs.find_reusable(
-                compiled.params_hash, compiled.template_version, chosen, compiled.params["seed"]
+                user_id,
+                compiled.params_hash,
+                compiled.template_version,
+                chosen,
+                compiled.params["seed"],
             )
             if existing is not None:
                 return SubmitResult(existing, reused=True)

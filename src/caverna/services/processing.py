@@ -22,7 +22,14 @@ from typing import Any, cast
 
 from caverna.domain.jobs import CompletedImage, ImageJob, JobErrorCode, JobStatus
 from caverna.domain.problems import InvalidParametersError
-from caverna.imaging import DeliveryFormat, ImageMetadata, ImageRejected, process_image
+from caverna.imaging import (
+    DeliveryFormat,
+    ImageMetadata,
+    ImageRejected,
+    is_tiny_image,
+    process_image,
+)
+from caverna.logs import bind
 from caverna.providers.base import (
     NO_FAILOVER_KINDS,
     ErrorKind,
@@ -64,6 +71,17 @@ class LeaseLost(Exception):
     """Another worker or a cancel took the job away while this one worked on it."""
 
 
+def log_context(job: ImageJob, worker_id: str) -> dict[str, object]:
+    """What every log line about a job carries, so one image's story can be found by its id."""
+    return {
+        "image_id": str(job.id),
+        "sequence_id": str(job.sequence_id) if job.sequence_id else None,
+        "provider": job.provider,
+        "worker_id": worker_id,
+        "attempt": job.attempts,
+    }
+
+
 class JobProcessor:
     def __init__(
         self,
@@ -89,6 +107,10 @@ class JobProcessor:
 
     async def process(self, job: ImageJob, worker_id: str) -> JobStatus:
         """Run a claimed job to its next state; never raises for job-level failures."""
+        with bind(**log_context(job, worker_id)):  # tasks started inside inherit the context
+            return await self._process(job, worker_id)
+
+    async def _process(self, job: ImageJob, worker_id: str) -> JobStatus:
         lost = asyncio.Event()
         attempts = list(job.attempt_log or [])
         renewer = asyncio.create_task(self._keep_lease(job, worker_id, lost))
@@ -107,11 +129,13 @@ class JobProcessor:
         except ProviderError as exc:
             return await self._provider_failed(job, worker_id, exc, attempts)
         except ImageRejected as exc:
+            log.warning("job failed", extra={"error_code": JobErrorCode.IMAGE_REJECTED})
             await self.jobs.fail(
                 job.id, worker_id, JobErrorCode.IMAGE_REJECTED, exc.message, attempts
             )
             return JobStatus.FAILED
         except InvalidParametersError as exc:
+            log.warning("job failed", extra={"error_code": JobErrorCode.INVALID_REQUEST})
             await self.jobs.fail(
                 job.id, worker_id, JobErrorCode.INVALID_REQUEST, str(exc), attempts
             )
@@ -144,6 +168,8 @@ class JobProcessor:
 
         async def progress(value: float) -> None:
             nonlocal last_report
+            if value >= 1.0:
+                return  # the completion writes 1 a few milliseconds later: spare the commit
             now = time.monotonic()
             if now - last_report >= self.options.progress_min_interval:
                 last_report = now
@@ -170,10 +196,24 @@ class JobProcessor:
             except (ProviderError, InvalidParametersError) as exc:
                 code = exc.code if isinstance(exc, ProviderError) else ErrorKind.INVALID_REQUEST
                 attempts.append(self._attempt(job, name, code, str(exc), call_started))
+                error = exc if isinstance(exc, ProviderError) else None
+                log.warning(
+                    "provider attempt failed",
+                    extra={
+                        "provider": name,
+                        "error_code": code,
+                        "retryable": error is not None and error.retryable,
+                        "retry_after": error.retry_after if error is not None else None,
+                        "error_message": str(exc)[:500],
+                    },
+                )
                 last = position == len(chain) - 1
                 if last or (isinstance(exc, ProviderError) and code in NO_FAILOVER_KINDS):
                     raise
-                log.warning("job %s: %s failed with %s, failing over", job.id, name, code)
+                log.warning(
+                    "failing over",
+                    extra={"provider": name, "error_code": code, "next": chain[position + 1]},
+                )
                 continue
             attempts.append(self._attempt(job, name, "ok", "", call_started))
             provider_name = name
@@ -191,13 +231,15 @@ class JobProcessor:
             pack_version=compiled.pack_version,
         )
         work = functools.partial(process_image, image.data, delivery=delivery, metadata=metadata)
-        processed = await asyncio.get_running_loop().run_in_executor(self.images, work)
+        # a tiny image takes less time to process than a round trip to the process pool
+        images = None if is_tiny_image(image.data) else self.images
+        processed = await asyncio.get_running_loop().run_in_executor(images, work)
         processed_at = time.perf_counter()
         key = image_key(job.id, job.created_at, processed.extension)
         thumb = thumbnail_key(job.id, job.created_at)
-        await self.store.put(key, processed.data, content_type=processed.content_type)
-        await self.store.put(
-            thumb, processed.thumbnail, content_type=processed.thumbnail_content_type
+        await self._put_all(
+            (key, processed.data, processed.content_type),
+            (thumb, processed.thumbnail, processed.thumbnail_content_type),
         )
         stored_at = time.perf_counter()
         result = CompletedImage(
@@ -230,7 +272,31 @@ class JobProcessor:
                 complete_ms=(done_at - stored_at) * 1000,
             )
         )
+        log.info(
+            "job completed",
+            extra={
+                "provider": provider_name,
+                "latency_ms": round((done_at - started) * 1000, 1),
+                "provider_latency_ms": image.latency_ms,
+                "bytes": len(processed.data),
+            },
+        )
         return JobStatus.COMPLETED
+
+    async def _put_all(self, *objects: tuple[str, bytes, str]) -> None:
+        """Write the objects at once and raise the first failure only after every write ended.
+
+        Concurrent writes wait for the storage together (a local disk folds their flushes into
+        shared journal commits; S3 overlaps the requests), and the row is completed only once
+        every object is durable.
+        """
+        results = await asyncio.gather(
+            *(self.store.put(key, data, content_type=kind) for key, data, kind in objects),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     def _attempt(
         self, job: ImageJob, provider: str, outcome: str, message: str, started: float
@@ -254,9 +320,11 @@ class JobProcessor:
 
     async def _after_lost(self, job: ImageJob) -> JobStatus:
         current = await self.jobs.get(job.id)
+        status = current.status if current else JobStatus.DELETED
+        log.warning("lease lost", extra={"status": status.value})
         if current is not None and current.status in (JobStatus.CANCELLED, JobStatus.DELETED):
             await self._discard_if_abandoned(job, ())
-        return current.status if current else JobStatus.DELETED
+        return status
 
     async def _discard_if_abandoned(self, job: ImageJob, keys: tuple[str, ...]) -> None:
         """Objects of a cancelled job are removed; a job taken over keeps them (same keys)."""
@@ -281,6 +349,7 @@ class JobProcessor:
             return await self._retry(
                 job, worker_id, error.code, error.message, attempts, error.retry_after
             )
+        log.warning("job failed", extra={"error_code": error.code})
         await self.jobs.fail(job.id, worker_id, error.code, error.message, attempts)
         return JobStatus.FAILED
 
@@ -294,6 +363,7 @@ class JobProcessor:
         retry_after: float | None = None,
     ) -> JobStatus:
         if job.attempts >= job.max_attempts:
+            log.warning("job failed", extra={"error_code": code, "gave_up": True})
             await self.jobs.fail(
                 job.id,
                 worker_id,
@@ -304,6 +374,7 @@ class JobProcessor:
             return JobStatus.FAILED
         delay = retry_after if retry_after is not None else self.backoff(job.attempts)
         at = self.clock() + timedelta(seconds=delay)
+        log.info("job requeued", extra={"error_code": code, "retry_in_s": round(delay, 3)})
         await self.jobs.retry_later(job.id, worker_id, code, message, at, attempts)
         return JobStatus.QUEUED
 

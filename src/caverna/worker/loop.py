@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from caverna.domain.jobs import ImageJob, JobStatus
+from caverna.logs import bind
 from caverna.queue.base import JobStore
-from caverna.services.processing import JobProcessor
+from caverna.services.processing import JobProcessor, log_context
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,8 @@ class Worker:
             job = await self.jobs.claim(self.worker_id, self.options.lease_seconds, free)
             if job is None:
                 break
+            with bind(**log_context(job, self.worker_id)):
+                log.info("job claimed")
             task = asyncio.create_task(self.processor.process(job, self.worker_id))
             task.add_done_callback(self._finished)
             self._running[task] = job
@@ -125,10 +128,15 @@ class Worker:
         try:
             result = await self.jobs.sweep()
         except Exception:  # the database may be briefly unavailable; the next sweep retries
-            log.exception("sweep failed")
+            log.exception("sweep failed", extra={"worker_id": self.worker_id})
             return
         if result.requeued or result.failed:
-            log.info("sweep: %d requeued, %d failed", result.requeued, result.failed)
+            log.info(
+                "sweep: %d requeued, %d failed",
+                result.requeued,
+                result.failed,
+                extra={"worker_id": self.worker_id},
+            )
 
     async def _drain(self) -> None:
         if not self._running:

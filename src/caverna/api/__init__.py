@@ -1,0 +1,1 @@
+"""The HTTP API: a FastAPI app over the same services the CLI and the workers use."""

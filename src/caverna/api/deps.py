@@ -1,0 +1,121 @@
+"""Annotated dependencies: the app's state and the authenticated caller."""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from caverna.api.problems import ApiProblem
+from caverna.api.state import ApiState
+from caverna.domain.accounts import AuditAction, Principal
+from caverna.ratelimiting import RateLimiterUnavailable
+from caverna.services.quotas import QuotaExceeded
+
+bearer = HTTPBearer(auto_error=False, description="An API key: `cav_` and 43 characters.")
+
+
+def get_state(request: Request) -> ApiState:
+    state: ApiState = request.app.state.api
+    return state
+
+
+State = Annotated[ApiState, Depends(get_state)]
+
+
+def unauthorized(detail: str, code: str = "unauthorized") -> ApiProblem:
+    return ApiProblem(401, code, detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+async def get_principal(
+    request: Request,
+    state: State,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Principal:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise unauthorized("an API key is required: Authorization: Bearer cav_...")
+    principal = await state.runtime.accounts.authenticate(credentials.credentials)
+    if principal is None:
+        client = request.client.host if request.client else "unknown"
+        await state.runtime.audit.record(
+            "anonymous",
+            AuditAction.AUTH_FAILED,
+            None,
+            client=client,
+            path=request.url.path,
+            key_prefix=credentials.credentials[:8],
+        )
+        raise unauthorized("the API key is not valid or was revoked", "invalid_key")
+    await _rate_limit(state, principal)
+    return principal
+
+
+async def _rate_limit(state: ApiState, principal: Principal) -> None:
+    """Requests per key in a moving window, shared by every API process through Redis."""
+    limit = state.runtime.settings.api_rate_limit
+    key = str(principal.key_id or principal.user_id)
+    try:
+        decision = await state.runtime.rate_limiter.hit("api-key", key, limit)
+    except RateLimiterUnavailable:
+        raise ApiProblem(
+            503,
+            "unavailable",
+            "the rate limiter cannot be reached; retry shortly",
+            headers={"Retry-After": "5"},
+        ) from None
+    if not decision.allowed:
+        wait = max(1, math.ceil(decision.retry_after))
+        raise ApiProblem(
+            429,
+            "rate_limited",
+            f"over {limit} for this API key; retry in {wait} s",
+            headers={
+                "Retry-After": str(wait),
+                "RateLimit-Limit": str(decision.limit),
+                "RateLimit-Remaining": "0",
+                "RateLimit-Reset": str(wait),
+            },
+        )
+
+
+async def check_quota(state: ApiState, principal: Principal, images: int) -> None:
+    """Refuse (429 quota_exceeded, audited) before anything is queued or spent."""
+    try:
+        await state.runtime.quotas.check(principal.user_id, images)
+    except QuotaExceeded as exc:
+        await state.runtime.audit.record(
+            principal.user_id,
+            AuditAction.QUOTA_REJECTED,
+            principal.user_id,
+            quota=exc.kind,
+            limit=exc.limit,
+            used=exc.used,
+            asked=images,
+        )
+        wait = max(1, int((exc.resets_at - state.runtime.clock()).total_seconds()))
+        raise ApiProblem(
+            429,
+            "quota_exceeded",
+            str(exc),
+            headers={"Retry-After": str(wait)},
+            extra={
+                "quota": exc.kind,
+                "limit": exc.limit,
+                "used": exc.used,
+                "resets_at": exc.resets_at.isoformat(),
+            },
+        ) from None
+
+
+Caller = Annotated[Principal, Depends(get_principal)]
+
+
+async def get_admin(principal: Caller) -> Principal:
+    if not principal.is_admin:
+        raise ApiProblem(403, "forbidden", "this route is for admins")
+    return principal
+
+
+Admin = Annotated[Principal, Depends(get_admin)]

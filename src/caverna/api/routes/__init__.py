@@ -1,0 +1,1 @@
+"""Route modules, one per resource; each only translates HTTP to service calls and back."""

@@ -1,0 +1,281 @@
+"""Request and response bodies: the OpenAPI contract of the API.
+
+Generation parameters keep the engine's own rules (strict types, unknown fields rejected); the
+engine validates references and combinations afterwards, so every rejection carries the same
+stable codes whichever layer caught it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from caverna.brand.schema import Locale
+from caverna.domain.accounts import Role
+from caverna.prompting.params import MAX_PROPS_ACCEPTED, MAX_SEED, SCENE_NOTES_MAX
+
+OptionId = Annotated[str, Field(min_length=1, max_length=64)]
+ProviderName = Annotated[str, Field(min_length=1, max_length=32, examples=["preview"])]
+
+
+class ImageParameters(BaseModel):
+    """The parameters of one image; unset options fall back to the frame's, then the pack's."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    pack: OptionId | None = Field(default=None, examples=["capitao-caverna"])
+    pose: OptionId | None = Field(default=None, examples=["arms-crossed-confident"])
+    outfit: OptionId | None = None
+    footwear: OptionId | None = None
+    props: list[OptionId] | None = Field(default=None, max_length=MAX_PROPS_ACCEPTED)
+    frame: Annotated[str, Field(min_length=1, max_length=120)] | None = None
+    aspect_ratio: Annotated[str, Field(min_length=1, max_length=16)] | None = Field(
+        default=None, examples=["1:1"]
+    )
+    seed: Annotated[int, Field(ge=0, le=MAX_SEED)] | None = None
+    locale: Locale | None = None
+    scene_notes: Annotated[str, Field(max_length=SCENE_NOTES_MAX)] | None = None
+
+    def engine_params(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True, include=set(ImageParameters.model_fields))
+
+
+class GenerateRequest(ImageParameters):
+    provider: ProviderName | None = None
+    force: bool = Field(
+        default=False, description="Make a new image even if an identical one exists."
+    )
+    callback_url: Annotated[str, Field(max_length=2000)] | None = Field(
+        default=None, description="Receives a signed POST when the image completes or fails."
+    )
+
+
+class SequenceRequest(BaseModel):
+    """A whole storyboard; pose, props and frame belong to each frame and cannot be shared."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    sequence: Annotated[str, Field(min_length=1, max_length=64)] = Field(examples=["onboarding"])
+    pack: OptionId | None = None
+    outfit: OptionId | None = None
+    footwear: OptionId | None = None
+    aspect_ratio: Annotated[str, Field(min_length=1, max_length=16)] | None = None
+    seed: Annotated[int, Field(ge=0, le=MAX_SEED)] | None = None
+    locale: Locale | None = None
+    scene_notes: Annotated[str, Field(max_length=SCENE_NOTES_MAX)] | None = None
+    provider: ProviderName | None = None
+
+    def shared_params(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True, exclude={"sequence", "provider"})
+
+
+class PreviewRequest(ImageParameters):
+    providers: list[ProviderName] | None = Field(
+        default=None, max_length=8, description="Dialects to compile for; default: every one."
+    )
+
+
+class RegenerateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    seed: Literal["same", "new"] | Annotated[int, Field(ge=0, le=MAX_SEED)] = "new"
+
+
+class ErrorInfo(BaseModel):
+    code: str
+    message: str
+
+
+class Accepted(BaseModel):
+    image_id: uuid.UUID
+    status: str
+    status_url: str
+    events_url: str
+    reused: bool = Field(description="True when an identical earlier request's image is returned.")
+
+
+class ImageStatus(BaseModel):
+    image_id: uuid.UUID
+    status: str
+    progress: float = Field(ge=0.0, le=1.0)
+    eta_seconds: float | None
+    url: str | None = None
+    thumbnail_url: str | None = None
+    error: ErrorInfo | None = None
+    attempts: int
+    provider: str
+    updated_at: datetime
+
+
+class ImageDetail(BaseModel):
+    image_id: uuid.UUID
+    user_id: str
+    status: str
+    progress: float
+    params: dict[str, Any]
+    pack_id: str
+    pack_version: str
+    template_version: str
+    sequence_id: uuid.UUID | None
+    frame_id: str | None
+    provider: str
+    model: str | None
+    seed: int | None
+    prompt: str | None
+    negative_prompt: str | None
+    url: str | None
+    thumbnail_url: str | None
+    content_type: str | None
+    width: int | None
+    height: int | None
+    bytes: int | None
+    sha256: str | None
+    cost_usd: float | None
+    provider_latency_ms: float | None
+    attempts: int
+    attempt_log: list[dict[str, Any]]
+    error: ErrorInfo | None
+    created_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+
+
+class ImageList(BaseModel):
+    items: list[ImageDetail]
+    next_cursor: str | None
+    next_url: str | None
+
+
+class SequenceFrame(BaseModel):
+    frame_id: str | None
+    image_id: uuid.UUID
+    status: str
+    progress: float
+    url: str | None
+
+
+class SequenceStatus(BaseModel):
+    sequence_id: uuid.UUID
+    status: str
+    progress: float
+    frames: list[SequenceFrame]
+    image_ids: list[uuid.UUID]
+
+
+class CompiledPreview(BaseModel):
+    provider: str
+    prompt: str
+    negative_prompt: str | None
+    payload: dict[str, Any]
+    template_version: str
+    params_hash: str
+
+
+class PreviewResult(BaseModel):
+    valid: bool
+    errors: list[dict[str, Any]]
+    compiled: list[CompiledPreview]
+
+
+class ProviderHealth(BaseModel):
+    provider: str
+    healthy: bool | None = Field(description="None: no cheap probe, judged from outcomes.")
+    breaker: str
+    detail: str
+
+
+class ShareRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    expires_in_seconds: Annotated[int, Field(ge=60, le=90 * 24 * 3600)] = 7 * 24 * 3600
+
+
+class ShareLink(BaseModel):
+    share_id: uuid.UUID
+    image_id: uuid.UUID
+    url: str | None = Field(description="Only in the answer that created the link.")
+    created_at: datetime
+    expires_at: datetime
+    revoked_at: datetime | None
+
+
+class ProblemEntry(BaseModel):
+    code: str
+    field: str
+    message: str
+    allowed: list[str] | None = None
+    suggestion: str | None = None
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details with a stable `code` and per-field `errors`."""
+
+    type: str
+    title: str
+    status: int
+    code: str = Field(examples=["invalid_parameters"])
+    detail: str
+    errors: list[ProblemEntry] | None = None
+
+
+class UserOut(BaseModel):
+    user_id: str
+    role: str
+    display_name: str
+    created_at: datetime
+    disabled_at: datetime | None
+    quota_daily_images: int | None
+    quota_monthly_usd: float | None
+
+
+class KeyOut(BaseModel):
+    key_id: uuid.UUID
+    user_id: str
+    name: str
+    prefix: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class KeyCreated(BaseModel):
+    key: KeyOut
+    token: str = Field(description="The API key itself: shown in this answer only.")
+    user_created: bool
+
+
+class NewKeyRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    role: Role | None = None
+    name: Annotated[str, Field(max_length=100)] = ""
+
+
+class QuotaRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    daily_images: Annotated[int, Field(ge=0, le=10_000_000)] | None = None
+    monthly_usd: Annotated[float, Field(ge=0, le=10_000_000)] | None = None
+
+
+class UserStateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    disabled: bool
+
+
+class AuditEntryOut(BaseModel):
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    target: str | None
+    details: dict[str, Any]
+
+
+class AuditPage(BaseModel):
+    items: list[AuditEntryOut]
+    next_cursor: str | None
