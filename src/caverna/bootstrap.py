@@ -21,6 +21,7 @@ from caverna.brand.registry import PackRegistry
 from caverna.config import Settings
 from caverna.db.accounts import SqlAccountStore, SqlAuditStore
 from caverna.db.api_records import SqlIdempotencyStore, SqlShareStore
+from caverna.db.bulk import SqlBulkStore
 from caverna.db.engine import TransactionRunner, create_engine, is_sqlite
 from caverna.db.image_search import SqlImageSearch
 from caverna.db.migrate import current_revision, upgrade_engine
@@ -47,8 +48,10 @@ from caverna.providers.stability import StabilityConfig, StabilityProvider
 from caverna.queue.sql import SqlJobStore
 from caverna.ratelimiting import RateLimiter
 from caverna.services.accounts import AccountService, AuditLog
+from caverna.services.bulk import BulkOperations
 from caverna.services.generation import GenerationService, SubmitOptions
 from caverna.services.idempotency import Idempotency
+from caverna.services.image_actions import ImageActions
 from caverna.services.images import ImageHistory
 from caverna.services.links import LinkSigner
 from caverna.services.processing import JobProcessor, ProcessingOptions
@@ -59,7 +62,7 @@ from caverna.storage.base import ObjectStore
 from caverna.storage.factory import store_from_url
 from caverna.worker.loop import Worker, WorkerOptions
 
-HEAD_REVISION = "0004"
+HEAD_REVISION = "0005"
 
 
 def utcnow() -> datetime:
@@ -112,6 +115,9 @@ class Runtime:
     idempotency: Idempotency = field(kw_only=True)
     sharing: Sharing = field(kw_only=True)
     quotas: Quotas = field(kw_only=True)
+    actions: ImageActions = field(kw_only=True)
+    bulk: BulkOperations = field(kw_only=True)
+    bulk_store: SqlBulkStore | None = field(default=None, kw_only=True)
 
     @property
     def settings(self) -> Settings:
@@ -133,6 +139,10 @@ class Runtime:
         self._workers.append(worker)
         return worker
 
+    def background(self, stop: asyncio.Event) -> list[asyncio.Task[None]]:
+        """The housekeeping loops that run wherever workers run (admin bulk operations)."""
+        return [asyncio.create_task(self.bulk.run(stop), name="bulk-operations")]
+
     async def aclose(self) -> None:
         if self.http is not None:
             await self.http.close()
@@ -141,6 +151,8 @@ class Runtime:
         await self.cache.flush()
         await self.jobs.close()
         self.history.close()
+        if self.bulk_store is not None:
+            self.bulk_store.close()
         if self.accounts_db is not None:
             self.accounts_db.close()
         await self.store.close()
@@ -175,7 +187,11 @@ async def open_runtime(
     cache = SqlPromptCacheStore(engine)
     compiler = CachedCompiler(container.prompts, cache, settings.prompt_cache_ttl_seconds)
     object_store = store or store_from_url(settings.storage_url, data_dir=settings.data_dir)
-    http = new_session(HttpSettings(read_timeout=settings.provider_timeout_seconds))
+    http = new_session(
+        HttpSettings(
+            read_timeout=settings.provider_timeout_seconds, max_connections=_connections(settings)
+        )
+    )
     metrics = ProviderMetrics()
     rate_limiter = RateLimiter(settings.redis_url or None)
     available = (
@@ -208,6 +224,14 @@ async def open_runtime(
         images=image_pool,
     )
     signer = LinkSigner(load_secret(settings))
+    history = ImageHistory(SqlImageSearch(engine), container.prompts, pack_id=settings.default_pack)
+    actions = ImageActions(
+        jobs=jobs,
+        generation=generation,
+        store=object_store,
+        worker_concurrency=settings.worker_concurrency,
+    )
+    bulk_store = SqlBulkStore(engine)
     return Runtime(
         container,
         engine,
@@ -234,11 +258,24 @@ async def open_runtime(
         accounts=accounts,
         audit=audit,
         accounts_db=accounts_db,
-        history=ImageHistory(
-            SqlImageSearch(engine), container.prompts, pack_id=settings.default_pack
+        history=history,
+        actions=actions,
+        bulk=BulkOperations(
+            store=bulk_store,
+            history=history,
+            actions=actions,
+            audit=audit,
+            user_ids=lambda: _users_with_images(jobs),
+            clock=now,
+            lease_seconds=settings.lease_seconds,
         ),
+        bulk_store=bulk_store,
         rate_limiter=rate_limiter,
     )
+
+
+async def _users_with_images(jobs: SqlJobStore) -> list[str]:
+    return [row["user_id"] for row in (await jobs.breakdown())["by_user"]]
 
 
 SECRET_FILE = "secret.key"
@@ -272,6 +309,17 @@ def load_secret(settings: Settings) -> bytes:
     finally:
         draft.unlink()
     return value
+
+
+def _connections(settings: Settings) -> int:
+    """Room for every provider call allowed at once, twice over (polling adapters open a second).
+
+    A call waiting for a pooled connection runs down its connect timeout: with fewer connections
+    than calls, a slow provider would look unreachable and trip its breaker.
+    """
+    limits = settings.provider_limits
+    calls = sum(limits.get(name, settings.worker_concurrency) for name in settings.provider_order)
+    return max(HttpSettings().max_connections, 2 * calls)
 
 
 def _resilient(

@@ -44,7 +44,9 @@ def bearer(token: str) -> dict[str, str]:
 @pytest.fixture
 async def api(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Api]:
     """Settings can be overridden per test: parametrize("api", [{...}], indirect=True)."""
-    overrides = getattr(request, "param", {})
+    overrides = dict(getattr(request, "param", {}))
+    if overrides.pop("database", "sqlite") == "postgresql":
+        overrides["database_url"] = request.getfixturevalue("database_url_postgres_clean")
     settings = Settings(data_dir=tmp_path, image_processes=0, worker_concurrency=4, **overrides)
     container = build_container(settings)
     runtime = await open_runtime(container, providers={"preview": PreviewProvider()})

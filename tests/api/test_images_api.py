@@ -6,11 +6,16 @@ import asyncio
 import json
 import uuid
 
+import pytest
+
 from caverna.domain.accounts import AuditAction
 from tests.api.conftest import Api
 
 FRAME = {"frame": "onboarding/lighting-the-torch", "seed": 77}
 PROBLEM_JSON = "application/problem+json"
+BOTH_DATABASES = pytest.mark.parametrize(
+    "api", [{"database": "sqlite"}, {"database": "postgresql"}], indirect=True
+)
 
 
 async def test_generate_then_follow_to_a_stored_image(api: Api) -> None:
@@ -145,6 +150,7 @@ async def test_users_see_only_their_own_images(api: Api) -> None:
     assert (await api.client.get("/api/v1/images/user/ana", headers=api.admin)).json()["items"]
 
 
+@BOTH_DATABASES
 async def test_idempotency_key_replays_and_refuses_a_different_body(api: Api) -> None:
     headers = {**api.ana, "Idempotency-Key": "order-17"}
     body = {"frame": "onboarding/lighting-the-torch"}  # no seed: each plain submit draws one
@@ -179,6 +185,7 @@ async def test_cancel_then_cancel_again_conflicts(api: Api) -> None:
     assert again.json()["code"] == "not_cancellable"
 
 
+@BOTH_DATABASES
 async def test_delete_removes_objects_and_hides_the_image(api: Api) -> None:
     image_id = await api.generate(api.ana, **FRAME)
     await api.drain(1)
@@ -244,6 +251,7 @@ async def test_events_stream_status_changes_until_the_end(api: Api) -> None:
     assert events[-1].startswith("event: end")
 
 
+@BOTH_DATABASES
 async def test_listing_filters_and_pages(api: Api) -> None:
     frames = ["onboarding/lighting-the-torch", "onboarding/the-invitation"]
     for seed in range(3):

@@ -43,18 +43,21 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = runtime is None
         active = runtime if runtime is not None else await open_runtime(container)
-        app.state.api = build_state(active, events_poll_seconds=options.events_poll_seconds)
+        if owned:
+            app.state.api = build_state(active, events_poll_seconds=options.events_poll_seconds)
         first = await active.accounts.ensure_first_admin()
         if first is not None and options.announce_admin_key is not None:
             options.announce_admin_key(first)
         stop = asyncio.Event()
         workers = asyncio.create_task(active.worker().run(stop)) if options.run_workers else None
+        background = active.background(stop) if options.run_workers else []
         try:
             yield
         finally:
             stop.set()
             if workers is not None:
                 await workers
+            await asyncio.gather(*background, return_exceptions=True)
             if owned:
                 await active.aclose()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -12,6 +13,17 @@ from starlette.responses import Response
 from caverna.domain.jobs import JobStatus
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+
+
+_BY_REGISTRY: weakref.WeakKeyDictionary[CollectorRegistry, ApiMetrics] = weakref.WeakKeyDictionary()
+
+
+def api_metrics(registry: CollectorRegistry) -> ApiMetrics:
+    """One set per registry: several apps over one runtime share (and may not re-register) it."""
+    metrics = _BY_REGISTRY.get(registry)
+    if metrics is None:
+        metrics = _BY_REGISTRY[registry] = ApiMetrics(registry)
+    return metrics
 
 
 class ApiMetrics:

@@ -250,7 +250,8 @@ class KeyCreated(BaseModel):
 class NewKeyRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    role: Role | None = None
+    # strict mode takes only Role instances, and a JSON body carries the string value
+    role: Annotated[Role, Field(strict=False)] | None = None
     name: Annotated[str, Field(max_length=100)] = ""
 
 
@@ -279,3 +280,30 @@ class AuditEntryOut(BaseModel):
 class AuditPage(BaseModel):
     items: list[AuditEntryOut]
     next_cursor: str | None
+
+
+class BulkRequest(BaseModel):
+    """Every image matching `filters` (the history filters, plus `user`; none: everyone's)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    action: Annotated[str, Field(max_length=16, examples=["delete", "regenerate"])]
+    filters: dict[Annotated[str, Field(max_length=32)], Annotated[str, Field(max_length=200)]] = (
+        Field(default_factory=dict, max_length=16, examples=[{"user": "ana", "pose": "training"}])
+    )
+
+
+class BulkStatus(BaseModel):
+    operation_id: uuid.UUID
+    action: str
+    filters: dict[str, Any]
+    status: str
+    progress: float
+    total: int
+    done: int
+    failed: int
+    error: str | None
+    actor: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry
 
 from caverna.api.media import MediaLinks
-from caverna.api.metrics import ApiMetrics
+from caverna.api.metrics import ApiMetrics, api_metrics
 from caverna.bootstrap import Runtime
 from caverna.services.image_actions import ImageActions
 
@@ -23,15 +23,9 @@ class ApiState:
 
 
 def build_state(runtime: Runtime, *, events_poll_seconds: float = 0.5) -> ApiState:
-    settings = runtime.settings
-    actions = ImageActions(
-        jobs=runtime.jobs,
-        generation=runtime.generation,
-        store=runtime.store,
-        worker_concurrency=settings.worker_concurrency,
-    )
+    actions = runtime.actions
     media = MediaLinks(runtime.store, runtime.signer, clock=runtime.clock)
     registry = runtime.metrics.registry if runtime.metrics is not None else CollectorRegistry()
     return ApiState(
-        runtime, actions, media, ApiMetrics(registry), events_poll_seconds=events_poll_seconds
+        runtime, actions, media, api_metrics(registry), events_poll_seconds=events_poll_seconds
     )

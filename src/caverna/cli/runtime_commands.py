@@ -213,7 +213,12 @@ def register(app: typer.Typer, make_container: ContainerFactory, fail: FailHandl
                     loop.add_signal_handler(sig, stop.set)
             instance = runtime.worker(concurrency=concurrency)
             typer.echo(f"worker {instance.worker_id} started", err=True)
-            await instance.run(stop, max_jobs=max_jobs)
+            background = runtime.background(stop)
+            try:
+                await instance.run(stop, max_jobs=max_jobs)
+            finally:
+                stop.set()
+                await asyncio.gather(*background, return_exceptions=True)
             return instance.processed
 
         processed = run(work, packs)

@@ -128,6 +128,12 @@ class ImageRow(Base):
     started_at: Mapped[datetime | None]
     completed_at: Mapped[datetime | None]
     deleted_at: Mapped[datetime | None]
+    # the completion webhook: pending until delivered or given up (failed)
+    callback_url: Mapped[str | None] = mapped_column(String(2000))
+    webhook_status: Mapped[str | None] = mapped_column(String(16))
+    webhook_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    webhook_next_at: Mapped[datetime | None]
+    webhook_error: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         # a user's images, newest first; keyset pagination on (created_at, id)
@@ -143,6 +149,7 @@ class ImageRow(Base):
         # dedupe of identical requests
         Index("ix_images_dedupe", "params_hash", "template_version", "provider", "seed"),
         Index("ix_images_sequence", "sequence_id", "frame_index"),
+        Index("ix_images_webhooks", "webhook_status", "webhook_next_at"),
     )
 
 
@@ -208,3 +215,30 @@ class ShareRow(Base):
     created_at: Mapped[datetime]
     expires_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None]
+
+
+class BulkOperationRow(Base):
+    """An admin's operation over every image matching a filter, run in the background.
+
+    Progress lives here, so any API process can report it; a lease lets another process take
+    over an operation whose runner died.
+    """
+
+    __tablename__ = "bulk_operations"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    actor: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(16))
+    filters: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    done: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    # where the walk over matching images has got to: a runner taking over resumes there
+    position: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_expires_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]

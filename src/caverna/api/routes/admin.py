@@ -6,13 +6,15 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request, Response
 
 from caverna.api.deps import Admin, State
 from caverna.api.problems import ApiProblem, documented
 from caverna.api.schemas import (
     AuditEntryOut,
     AuditPage,
+    BulkRequest,
+    BulkStatus,
     KeyCreated,
     KeyOut,
     NewKeyRequest,
@@ -22,6 +24,7 @@ from caverna.api.schemas import (
 )
 from caverna.domain.accounts import AuditEntry, KeyInfo, UserInfo
 from caverna.domain.problems import NotFound
+from caverna.services.bulk import BulkInfo
 
 router = APIRouter(
     prefix="/api/v1/admin",
@@ -190,3 +193,52 @@ async def stats(state: State, _admin: Admin) -> dict[str, Any]:
             "hit_rate": round(cache.hits / lookups, 4) if lookups else None,
         },
     }
+
+
+def _bulk(operation: BulkInfo) -> BulkStatus:
+    return BulkStatus(
+        operation_id=operation.id,
+        action=operation.action,
+        filters=operation.filters,
+        status=operation.status,
+        progress=operation.progress,
+        total=operation.total,
+        done=operation.done,
+        failed=operation.failed,
+        error=operation.error,
+        actor=operation.actor,
+        created_at=operation.created_at,
+        started_at=operation.started_at,
+        finished_at=operation.finished_at,
+    )
+
+
+@router.post("/bulk", status_code=202, responses=documented(s422="Bad action or filter"))
+async def start_bulk(
+    body: BulkRequest, request: Request, response: Response, state: State, admin: Admin
+) -> BulkStatus:
+    """Delete or regenerate every matching image in the background; follow its progress."""
+    operation = await state.runtime.bulk.start(admin, body.action, body.filters)
+    response.headers["Location"] = str(
+        request.url_for("bulk_status", operation_id=operation.id).path
+    )
+    return _bulk(operation)
+
+
+@router.get("/bulk", name="list_bulk")
+async def list_bulk(
+    state: State, _admin: Admin, limit: Annotated[int, Query(ge=1, le=100)] = 20
+) -> list[BulkStatus]:
+    """Recent bulk operations, newest first."""
+    return [_bulk(operation) for operation in await state.runtime.bulk.recent(limit)]
+
+
+@router.get(
+    "/bulk/{operation_id}", name="bulk_status", responses=documented(s404="No such operation")
+)
+async def bulk_status(operation_id: uuid.UUID, state: State, _admin: Admin) -> BulkStatus:
+    """Status and progress (done, failed, total) of one bulk operation."""
+    operation = await state.runtime.bulk.get(operation_id)
+    if operation is None:
+        raise ApiProblem(404, "not_found", "no such bulk operation")
+    return _bulk(operation)
