@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import uuid
+from pathlib import Path
+
+import httpx
 import pytest
 
+from caverna.api.app import ApiOptions, create_app
+from caverna.bootstrap import build_container, open_runtime
+from caverna.config import Settings
 from caverna.domain.accounts import AuditAction
-from tests.api.conftest import Api
+from caverna.providers.preview import PreviewProvider
+from tests.api.conftest import Api, bearer
 
 FRAME = {"frame": "onboarding/lighting-the-torch"}
 
@@ -55,3 +63,32 @@ async def test_monthly_spend_quota(api: Api) -> None:
     assert refused.status_code == 429
     assert refused.json()["quota"] == "monthly_usd"
     assert await api.runtime.jobs.counts() == {}
+
+
+async def test_the_request_rate_is_shared_by_api_processes_through_redis(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """Two runtimes (as two API processes would have) over one database and one Redis."""
+    settings = Settings(
+        data_dir=tmp_path,
+        image_processes=0,
+        redis_url=redis_url,
+        api_rate_limit="4/minute",
+    )
+    container = build_container(settings)
+    first = await open_runtime(container, providers={"preview": PreviewProvider()})
+    second = await open_runtime(container, providers={"preview": PreviewProvider()})
+    try:
+        key = await first.accounts.create_key(f"redis-{uuid.uuid4().hex[:8]}", actor="test")
+        headers = bearer(key.token)
+        statuses = []
+        for index in range(6):
+            runtime = (first, second)[index % 2]
+            app = create_app(container, runtime=runtime, options=ApiOptions(run_workers=False))
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                statuses.append((await client.get("/api/v1/catalog", headers=headers)).status_code)
+        assert statuses == [200, 200, 200, 200, 429, 429]
+    finally:
+        await first.aclose()
+        await second.aclose()
