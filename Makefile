@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run storyboard test lint typecheck imports unit bench install clean
+.PHONY: run storyboard test lint typecheck imports unit browser bench install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,8 +40,25 @@ typecheck: $(STAMP)
 imports: $(STAMP)
 	$(BIN)/lint-imports
 
-unit: $(STAMP)
+unit: $(STAMP) browser
 	$(BIN)/pytest
+
+## The browser tests (tests/e2e) drive Debian's Chromium: install the package when it is missing
+## (as root, or through sudo). Without it they would skip, and under CI=true they fail.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then sudo=""; \
+	  elif command -v sudo >/dev/null 2>&1; then sudo="sudo"; \
+	  else echo "Chromium is missing and cannot be installed without root or sudo:" \
+	    "install Debian's 'chromium' package for the browser tests." >&2; exit 1; fi; \
+	  command -v apt-get >/dev/null 2>&1 || { echo "Chromium is missing and there is no apt-get:" \
+	    "install Chromium so that 'chromium' is on PATH for the browser tests." >&2; exit 1; }; \
+	  echo "Installing Chromium (Debian package 'chromium') for the browser tests..."; \
+	  $$sudo apt-get update -qq && \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null && \
+	  command -v chromium >/dev/null 2>&1 || { echo "Could not install Chromium with apt-get:" \
+	    "install Debian's 'chromium' package for the browser tests." >&2; exit 1; }; \
+	}
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_prompts.py

@@ -328,13 +328,24 @@ def run_isolated(args: argparse.Namespace) -> dict[str, float]:
         "--image-processes",
         str(args.image_processes),
     ]
-    timeout = 120 + args.inflight_latency * max(args.inflight / 100, 1) * 3
-    output = subprocess.run(
-        command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
+    timeout = 300 + args.inflight_latency * 3
+    child = subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    if output.returncode != 0:
-        raise RuntimeError(f"memory run failed:\n{output.stderr[-3000:]}")
-    result: dict[str, float] = json.loads(output.stdout.strip().splitlines()[-1])
+    try:
+        stdout, stderr = child.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        # SIGINT first: the child then stops its own fake by PID on the way out
+        os.kill(child.pid, signal.SIGINT)
+        try:
+            stdout, stderr = child.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.kill(child.pid, signal.SIGKILL)
+            child.communicate()
+        raise RuntimeError(f"the memory run took more than {timeout:.0f} s") from None
+    if child.returncode != 0:
+        raise RuntimeError(f"memory run failed:\n{stderr[-3000:]}")
+    result: dict[str, float] = json.loads(stdout.strip().splitlines()[-1])
     return result
 
 

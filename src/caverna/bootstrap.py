@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import os
 import secrets
 from collections.abc import Callable, Iterable, Mapping
@@ -26,6 +28,9 @@ from caverna.db.engine import TransactionRunner, create_engine, is_sqlite
 from caverna.db.image_search import SqlImageSearch
 from caverna.db.migrate import current_revision, upgrade_engine
 from caverna.db.prompt_cache import SqlPromptCacheStore
+from caverna.db.web_sessions import SqlWebSessionStore
+from caverna.db.webhooks import SqlWebhookStore
+from caverna.moderation_openai import OpenAIModerationConfig, OpenAIModerator
 from caverna.prompting.engine import PromptEngine
 from caverna.providers.base import ImageProvider
 from caverna.providers.comfyui import ComfyUIConfig, ComfyUIProvider
@@ -57,12 +62,16 @@ from caverna.services.links import LinkSigner
 from caverna.services.processing import JobProcessor, ProcessingOptions
 from caverna.services.prompt_cache import CachedCompiler
 from caverna.services.quotas import QuotaDefaults, Quotas
+from caverna.services.safety import Moderator, SafetyCheck
 from caverna.services.sharing import Sharing
+from caverna.services.web_sessions import WebSessions
+from caverna.services.webhooks import CallbackPolicy, WebhookDispatcher, WebhookOptions
 from caverna.storage.base import ObjectStore
 from caverna.storage.factory import store_from_url
+from caverna.webhooks_http import HttpWebhookSender
 from caverna.worker.loop import Worker, WorkerOptions
 
-HEAD_REVISION = "0005"
+HEAD_REVISION = "0006"
 
 
 def utcnow() -> datetime:
@@ -115,9 +124,14 @@ class Runtime:
     idempotency: Idempotency = field(kw_only=True)
     sharing: Sharing = field(kw_only=True)
     quotas: Quotas = field(kw_only=True)
+    safety: SafetyCheck = field(kw_only=True)
     actions: ImageActions = field(kw_only=True)
     bulk: BulkOperations = field(kw_only=True)
     bulk_store: SqlBulkStore | None = field(default=None, kw_only=True)
+    web_sessions: WebSessions = field(kw_only=True)
+    web_session_store: SqlWebSessionStore | None = field(default=None, kw_only=True)
+    webhooks: WebhookDispatcher = field(kw_only=True)
+    webhook_store: SqlWebhookStore | None = field(default=None, kw_only=True)
 
     @property
     def settings(self) -> Settings:
@@ -140,8 +154,12 @@ class Runtime:
         return worker
 
     def background(self, stop: asyncio.Event) -> list[asyncio.Task[None]]:
-        """The housekeeping loops that run wherever workers run (admin bulk operations)."""
-        return [asyncio.create_task(self.bulk.run(stop), name="bulk-operations")]
+        """The housekeeping loops that run wherever workers run (admin bulk operations, and
+        webhooks: sent by processes that also finish jobs, never by API-only replicas)."""
+        return [
+            asyncio.create_task(self.bulk.run(stop), name="bulk-operations"),
+            asyncio.create_task(self.webhooks.run(stop), name="webhooks"),
+        ]
 
     async def aclose(self) -> None:
         if self.http is not None:
@@ -153,6 +171,11 @@ class Runtime:
         self.history.close()
         if self.bulk_store is not None:
             self.bulk_store.close()
+        if self.web_session_store is not None:
+            self.web_session_store.close()
+        await self.webhooks.aclose()
+        if self.webhook_store is not None:
+            self.webhook_store.close()
         if self.accounts_db is not None:
             self.accounts_db.close()
         await self.store.close()
@@ -199,6 +222,24 @@ async def open_runtime(
         if providers is not None
         else _resilient(_providers(settings, http), settings, metrics, rate_limiter)
     )
+    webhook_store = SqlWebhookStore(engine)
+    webhooks = WebhookDispatcher(
+        store=webhook_store,
+        sender=HttpWebhookSender(
+            timeout_seconds=settings.webhook_timeout_seconds,
+            allow_private=settings.webhook_allow_private,
+        ),
+        policy=CallbackPolicy.from_setting(
+            settings.webhook_allowed_hosts, allow_private=settings.webhook_allow_private
+        ),
+        secret=webhook_secret(settings),
+        clock=now,
+        options=WebhookOptions(
+            max_attempts=settings.webhook_max_attempts,
+            backoff_seconds=settings.webhook_backoff_seconds,
+            lease_seconds=settings.webhook_timeout_seconds + 60.0,
+        ),
+    )
     generation = GenerationService(
         prompts=container.prompts,
         compiler=compiler,
@@ -208,6 +249,7 @@ async def open_runtime(
         options=SubmitOptions(
             max_attempts=settings.max_attempts, delivery_format=settings.delivery_format
         ),
+        webhooks=webhooks,
     )
     image_pool = _image_pool(settings)
     processor = JobProcessor(
@@ -232,6 +274,7 @@ async def open_runtime(
         worker_concurrency=settings.worker_concurrency,
     )
     bulk_store = SqlBulkStore(engine)
+    web_session_store = SqlWebSessionStore(engine)
     return Runtime(
         container,
         engine,
@@ -255,6 +298,11 @@ async def open_runtime(
             QuotaDefaults(settings.quota_daily_images, settings.quota_monthly_usd),
             now,
         ),
+        safety=SafetyCheck(
+            container.packs,
+            _moderator(settings, http),
+            fail_open=settings.moderation_fail_open,
+        ),
         accounts=accounts,
         audit=audit,
         accounts_db=accounts_db,
@@ -270,6 +318,10 @@ async def open_runtime(
             lease_seconds=settings.lease_seconds,
         ),
         bulk_store=bulk_store,
+        web_sessions=WebSessions(web_session_store, accounts, now),
+        web_session_store=web_session_store,
+        webhooks=webhooks,
+        webhook_store=webhook_store,
         rate_limiter=rate_limiter,
     )
 
@@ -309,6 +361,15 @@ def load_secret(settings: Settings) -> bytes:
     finally:
         draft.unlink()
     return value
+
+
+def webhook_secret(settings: Settings) -> bytes:
+    """The key of webhook signatures: CAVERNA_WEBHOOK_SECRET, else one derived from the signing
+    secret, so receivers never hold the key that signs media and share links."""
+    if settings.webhook_secret is not None:
+        return settings.webhook_secret.get_secret_value().encode()
+    derived = hmac.new(load_secret(settings), b"caverna webhook signatures", hashlib.sha256)
+    return derived.hexdigest().encode()
 
 
 def _connections(settings: Settings) -> int:
@@ -431,6 +492,17 @@ def _providers(settings: Settings, session: aiohttp.ClientSession) -> dict[str, 
     available = {name: built[name]() for name in settings.provider_order}
     available.setdefault("preview", preview)
     return available
+
+
+def _moderator(settings: Settings, session: aiohttp.ClientSession) -> Moderator | None:
+    if settings.moderation != "openai":
+        return None
+    return OpenAIModerator(
+        OpenAIModerationConfig(
+            api_key=_secret(settings.openai_api_key), base_url=settings.openai_base_url
+        ),
+        session,
+    )
 
 
 def _secret(value: SecretStr | None) -> str:

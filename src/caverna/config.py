@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from caverna.brand.registry import DEFAULT_PACK_ID
@@ -14,6 +14,7 @@ from caverna.logs import LogFormat, parse_level
 from caverna.prompting.dialects.registry import DEFAULT_DIALECT, DIALECT_NAMES
 from caverna.providers.pricing import PriceTable
 from caverna.ratelimiting import parse_rate, parse_rate_limits, storage_url
+from caverna.services.webhooks import parse_allowed_hosts
 
 
 class Settings(BaseSettings):
@@ -103,6 +104,37 @@ class Settings(BaseSettings):
         default="",
         description="Request rate per provider, e.g. 'openai=50/minute,stability=150/10 seconds'.",
     )
+    moderation: Literal["off", "openai"] = Field(
+        default="off",
+        description="Free text also goes to a moderation service: 'openai' needs OPENAI_API_KEY.",
+    )
+    moderation_fail_open: bool = Field(
+        default=False,
+        description="Let free text through when the moderation service cannot answer.",
+    )
+    webhook_allowed_hosts: str = Field(
+        default="",
+        description="Hosts webhooks may go to, comma-separated: names, IP addresses or "
+        "'*.example.com'; empty: callback URLs are refused.",
+    )
+    webhook_allow_private: bool = Field(
+        default=False,
+        description="Allow loopback, private and link-local receivers (and plain http): "
+        "for tests and local demos.",
+    )
+    webhook_secret: SecretStr | None = Field(
+        default=None,
+        min_length=16,
+        description="HMAC-SHA256 key of webhook signatures; default: derived from the secret key.",
+    )
+    webhook_max_attempts: int = Field(default=8, ge=1, le=50)
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0.0, le=300.0)
+    webhook_backoff_seconds: float = Field(
+        default=5.0,
+        ge=0.0,
+        le=3600.0,
+        description="Wait before the first retry of a webhook; doubled each time, up to an hour.",
+    )
     log_format: LogFormat = "text"
     log_level: str = "INFO"
     preview_latency_ms: float = Field(
@@ -153,10 +185,24 @@ class Settings(BaseSettings):
         parse_rate_limits(value, names=DIALECT_NAMES)  # raises ValueError naming the bad item
         return value
 
+    @field_validator("webhook_allowed_hosts")
+    @classmethod
+    def _webhook_hosts(cls, value: str) -> str:
+        parse_allowed_hosts(value)  # raises ValueError naming the bad entry
+        return value
+
     @field_validator("log_level")
     @classmethod
     def _log_level(cls, value: str) -> str:
         return parse_level(value)
+
+    @field_validator("moderation")
+    @classmethod
+    def _moderation_key(cls, value: str, info: ValidationInfo) -> str:
+        # openai_api_key is declared earlier, so it is validated (and in info.data) by now
+        if value == "openai" and info.data.get("openai_api_key") is None:
+            raise ValueError("'openai' needs OPENAI_API_KEY (the key moderation is called with)")
+        return value
 
     @property
     def provider_rates(self) -> dict[str, str]:

@@ -3,7 +3,8 @@
 It validates requests the way the service does (unknown parameters, sizes per model, the key),
 answers with the same body shapes and headers, draws random-noise images in the format asked
 for (at the `output_compression` asked for, 100 by default, as the service does), records every
-request for assertions, and can be scripted to misbehave on the next calls.
+request for assertions, and can be scripted to misbehave on the next calls. `/v1/moderations`
+answers too, flagging inputs that contain MODERATION_MARKER.
 
 Run it for a local demo (serves on loopback until Ctrl-C)::
 
@@ -71,6 +72,25 @@ EDIT_PARAMS = frozenset(
     (GENERATION_PARAMS - {"moderation"}) | {"input_fidelity", "image", "image[]", "mask"}
 )
 MAX_REFERENCE_IMAGES = 16
+MODERATION_MODELS = ("omni-moderation-latest", "omni-moderation-2024-09-26")
+MODERATION_CATEGORIES = (
+    "harassment",
+    "harassment/threatening",
+    "hate",
+    "hate/threatening",
+    "illicit",
+    "illicit/violent",
+    "self-harm",
+    "self-harm/intent",
+    "self-harm/instructions",
+    "sexual",
+    "sexual/minors",
+    "violence",
+    "violence/graphic",
+)
+# an input containing this word is flagged for FLAGGED_CATEGORIES; anything else passes
+MODERATION_MARKER = "flagme"
+FLAGGED_CATEGORIES = ("violence", "violence/graphic")
 
 
 @dataclass(frozen=True)
@@ -150,6 +170,7 @@ class FakeOpenAI(ScriptedFaults):
         app.router.add_post(f"{API_PREFIX}/images/generations", self._generations)
         app.router.add_post(f"{API_PREFIX}/images/edits", self._edits)
         app.router.add_get(f"{API_PREFIX}/models/{{model}}", self._model)
+        app.router.add_post(f"{API_PREFIX}/moderations", self._moderations)
         return app
 
     # --- handlers ---------------------------------------------------------------------------
@@ -276,6 +297,55 @@ class FakeOpenAI(ScriptedFaults):
         self._served += 1
         prepared = self._encoded_images(size, output_format, compression)
         return prepared[self._served % len(prepared)]
+
+    async def _moderations(self, request: web.Request) -> web.StreamResponse:
+        """Flags inputs containing MODERATION_MARKER (any case), as the service's body shape."""
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        recorded = self._record(request, json_body=body)
+        fault = await self._next_fault()
+        if fault is not None:
+            return fault
+        if (denied := self._authorise(recorded)) is not None:
+            return denied
+        if not isinstance(body, dict):
+            return _error(400, "We could not parse the JSON body of your request.")
+        for key in body:
+            if key not in ("model", "input"):
+                return _error(
+                    400, f"Unknown parameter: '{key}'.", param=key, code="unknown_parameter"
+                )
+        model = body.get("model", "omni-moderation-latest")
+        if model not in MODERATION_MODELS:
+            return _model_not_found(str(model))
+        given = body.get("input")
+        inputs = [given] if isinstance(given, str) else given
+        if (
+            not isinstance(inputs, list)
+            or not inputs
+            or not all(isinstance(text, str) for text in inputs)
+        ):
+            return _error(400, "Invalid 'input': expected a string or an array of strings.")
+        results = []
+        for text in inputs:
+            flagged = MODERATION_MARKER in text.lower()
+            chosen = FLAGGED_CATEGORIES if flagged else ()
+            results.append(
+                {
+                    "flagged": flagged,
+                    "categories": {name: name in chosen for name in MODERATION_CATEGORIES},
+                    "category_scores": {
+                        name: 0.91 if name in chosen else 0.0001 for name in MODERATION_CATEGORIES
+                    },
+                    "category_applied_input_types": {
+                        name: ["text"] for name in MODERATION_CATEGORIES
+                    },
+                }
+            )
+        answer = {"id": f"modr-{uuid.uuid4().hex[:24]}", "model": model, "results": results}
+        return web.json_response(answer, headers=self._headers())
 
     def _record(
         self,

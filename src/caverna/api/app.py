@@ -17,7 +17,13 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from caverna import __version__
-from caverna.api.problems import ApiProblem, install_problem_handlers, problem_response
+from caverna.api.metrics import HttpMetrics
+from caverna.api.problems import (
+    ApiProblem,
+    documented,
+    install_problem_handlers,
+    problem_response,
+)
 from caverna.api.routes import admin, catalog, health, images, media, sequences
 from caverna.api.schemas import Problem
 from caverna.api.state import build_state
@@ -72,9 +78,7 @@ def create_app(
     install_problem_handlers(app)
     _document_problems(app)
 
-    @app.middleware("http")
-    async def _metrics(request, call_next):  # type: ignore[no-untyped-def]
-        return await request.app.state.api.metrics.middleware(request, call_next)
+    app.add_middleware(HttpMetrics)
 
     for module in (images, sequences, catalog, admin, health, media):
         app.include_router(module.router)
@@ -94,10 +98,44 @@ def _document_problems(app: FastAPI) -> None:
                 ref_template="#/components/schemas/{model}"
             )
             components.update(components["Problem"].pop("$defs", {}))
+            for methods in schema.get("paths", {}).values():
+                for operation in methods.values():
+                    _add_common_problems(operation)
+            if "HTTPValidationError" not in str(schema.get("paths")):
+                components.pop("HTTPValidationError", None)
+                components.pop("ValidationError", None)
             app.openapi_schema = schema
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+# Answers that come from app-wide layers (authentication and the rate limiter, request parsing,
+# the body limit) rather than from a route, so each route cannot be trusted to list them.
+_KEY_PROBLEMS = documented(
+    s401="No API key, or one that is unknown, revoked or disabled",
+    s429="Over the key's request rate, or the user's image quota (see Retry-After)",
+    s503="A shared service (rate limiter, moderation) cannot be reached (see Retry-After)",
+)
+_BODY_PROBLEMS = documented(s400="The body is not JSON", s413="The body is over the size limit")
+_INVALID = documented(s422="Rejected parameters, filters or types, each in errors[]")[422]
+
+
+def _add_common_problems(operation: dict[str, Any]) -> None:
+    """Document the problem answers every route of a kind can give, in the problem+json shape.
+
+    FastAPI describes its validation errors as its own JSON body, but the handlers answer them
+    as problem+json: that entry is replaced by the real one.
+    """
+    responses: dict[str, Any] = operation.setdefault("responses", {})
+    if "application/json" in responses.get("422", {}).get("content", {}):
+        responses["422"] = _INVALID
+    extra = dict(_KEY_PROBLEMS) if operation.get("security") else {}
+    if "requestBody" in operation:
+        extra.update(_BODY_PROBLEMS)
+    for status, entry in extra.items():
+        responses.setdefault(str(status), entry)
+    operation["responses"] = dict(sorted(responses.items()))
 
 
 class BodyLimit:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Annotated
+from collections.abc import Mapping
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -13,6 +14,7 @@ from caverna.api.state import ApiState
 from caverna.domain.accounts import AuditAction, Principal
 from caverna.ratelimiting import RateLimiterUnavailable
 from caverna.services.quotas import QuotaExceeded
+from caverna.services.safety import ContentBlocked, ModerationUnavailable
 
 bearer = HTTPBearer(auto_error=False, description="An API key: `cav_` and 43 characters.")
 
@@ -107,6 +109,42 @@ async def check_quota(state: ApiState, principal: Principal, images: int) -> Non
                 "resets_at": exc.resets_at.isoformat(),
             },
         ) from None
+
+
+async def check_safety(state: ApiState, principal: Principal, params: Mapping[str, Any]) -> None:
+    """Refuse blocked free text (422 content_blocked, audited) before quota, queue or spend.
+
+    The audit entry names the field, the layer that refused it and why, never the text itself:
+    the log is read by more people than the request was meant for.
+    """
+    try:
+        await state.runtime.safety.check_params(params)
+    except ContentBlocked as exc:
+        await state.runtime.audit.record(
+            principal.user_id,
+            AuditAction.SAFETY_REJECTED,
+            principal.user_id,
+            field=exc.field,
+            source=exc.source,
+            reason=exc.reason,
+        )
+        raise ApiProblem(
+            422,
+            "content_blocked",
+            "the request contains content this brand does not allow",
+            errors=[{"code": "content_blocked", "field": exc.field, "message": exc.reason}],
+        ) from None
+    except ModerationUnavailable:
+        raise moderation_unavailable() from None
+
+
+def moderation_unavailable() -> ApiProblem:
+    return ApiProblem(
+        503,
+        "moderation_unavailable",
+        "the content moderation service cannot be reached; retry shortly",
+        headers={"Retry-After": "5"},
+    )
 
 
 Caller = Annotated[Principal, Depends(get_principal)]

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import Awaitable, Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from starlette.requests import Request
-from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from caverna.domain.jobs import JobStatus
 
@@ -53,22 +51,41 @@ class ApiMetrics:
         for status in JobStatus:
             self.jobs.labels(status.value).set(counts.get(status.value, 0))
 
-    async def middleware(
-        self, request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
+    def observe(self, scope: Scope, status: int, started: float) -> None:
+        # labelled by template, never by raw path: ids in paths would explode the series
+        route = str(getattr(scope.get("route"), "path", None) or "unmatched")
+        method = scope["method"]
+        self.requests.labels(route, method, str(status)).inc()
+        self.latency.labels(route, method).observe(time.perf_counter() - started)
+
+
+class HttpMetrics:
+    """Counts each request and times it to its response's headers (500 if the app raised first).
+
+    Plain ASGI rather than `@app.middleware("http")`: that wrapper costs a task group and a pair
+    of memory streams per request, about a fifth of the CPU of a status poll.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        metrics: ApiMetrics = scope["app"].state.api.metrics
         started = time.perf_counter()
-        status = 500
+        observed = False
+
+        async def timed(message: Message) -> None:
+            nonlocal observed
+            if message["type"] == "http.response.start" and not observed:
+                observed = True
+                metrics.observe(scope, message["status"], started)
+            await send(message)
+
         try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
+            await self.app(scope, receive, timed)
         finally:
-            # labelled by template, never by raw path: ids in paths would explode the series
-            route = _route_template(request)
-            self.requests.labels(route, request.method, str(status)).inc()
-            self.latency.labels(route, request.method).observe(time.perf_counter() - started)
-
-
-def _route_template(request: Request) -> str:
-    route = request.scope.get("route")
-    return str(getattr(route, "path", None) or "unmatched")
+            if not observed:
+                metrics.observe(scope, 500, started)

@@ -17,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from caverna.domain.problems import Problem, ProblemCode, ProblemsError
+from caverna.domain.problems import InvalidCallbackUrl, Problem, ProblemCode, ProblemsError
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -130,7 +130,9 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(ProblemsError)
     async def _domain_problem(_request: Request, exc: ProblemsError) -> JSONResponse:
         errors = [problem.to_dict() for problem in exc.problems]
-        code = "invalid_parameters"
+        code = (
+            "invalid_callback_url" if isinstance(exc, InvalidCallbackUrl) else "invalid_parameters"
+        )
         return problem_response(
             ApiProblem(problems_status(exc.problems), code, exc.summary, errors=errors)
         )

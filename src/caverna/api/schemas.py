@@ -16,9 +16,19 @@ from pydantic import BaseModel, ConfigDict, Field
 from caverna.brand.schema import Locale
 from caverna.domain.accounts import Role
 from caverna.prompting.params import MAX_PROPS_ACCEPTED, MAX_SEED, SCENE_NOTES_MAX
+from caverna.services.webhooks import MAX_URL_LENGTH
 
 OptionId = Annotated[str, Field(min_length=1, max_length=64)]
 ProviderName = Annotated[str, Field(min_length=1, max_length=32, examples=["preview"])]
+# the length is documented here but checked with the rest of the URL, so that every refusal of
+# a callback URL carries the same code (invalid_callback_url)
+CallbackUrl = Annotated[
+    str,
+    Field(
+        json_schema_extra={"maxLength": MAX_URL_LENGTH},
+        examples=["https://hooks.example.com/caverna"],
+    ),
+]
 
 
 class ImageParameters(BaseModel):
@@ -48,8 +58,9 @@ class GenerateRequest(ImageParameters):
     force: bool = Field(
         default=False, description="Make a new image even if an identical one exists."
     )
-    callback_url: Annotated[str, Field(max_length=2000)] | None = Field(
-        default=None, description="Receives a signed POST when the image completes or fails."
+    callback_url: CallbackUrl | None = Field(
+        default=None,
+        description="Receives a signed POST when the image completes, fails or is cancelled.",
     )
 
 
@@ -67,9 +78,12 @@ class SequenceRequest(BaseModel):
     locale: Locale | None = None
     scene_notes: Annotated[str, Field(max_length=SCENE_NOTES_MAX)] | None = None
     provider: ProviderName | None = None
+    callback_url: CallbackUrl | None = Field(
+        default=None, description="Receives a signed POST for each frame's image once it is final."
+    )
 
     def shared_params(self) -> dict[str, Any]:
-        return self.model_dump(exclude_none=True, exclude={"sequence", "provider"})
+        return self.model_dump(exclude_none=True, exclude={"sequence", "provider", "callback_url"})
 
 
 class PreviewRequest(ImageParameters):

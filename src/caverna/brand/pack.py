@@ -7,7 +7,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from caverna.brand.schema import (
     OPTION_KINDS,
@@ -119,10 +119,14 @@ class BrandPack:
         return matches[0] if len(matches) == 1 else None
 
 
+# input policy that never reaches a model: editing it must not invalidate prompts or caches
+_NOT_IN_PROMPTS: dict[str, Any] = {"foundation": {"safety"}}
+
+
 def content_hash(model: BrandPackModel) -> str:
     """Hash of the pack's meaning, not its bytes: comments and key order do not change it."""
     canonical = json.dumps(
-        model.model_dump(mode="json", by_alias=True),
+        model.model_dump(mode="json", by_alias=True, exclude=_NOT_IN_PROMPTS),
         sort_keys=True,
         separators=(",", ":"),
         ensure_ascii=False,

@@ -245,6 +245,30 @@ class Safeguards(StrictModel):
     negative: list[Term] = Field(min_length=1, max_length=40)
 
 
+def _has_word(text: str) -> str:
+    """A term of punctuation only would match nothing (matching is by whole words)."""
+    if not any(ch.isalnum() for ch in text):
+        raise ValueError("a blocked term needs at least one letter or digit")
+    return text
+
+
+BlockedTerm = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=2, max_length=80),
+    AfterValidator(_has_word),
+]
+
+
+class Safety(StrictModel):
+    """Words users may not put in free-text fields (scene notes), whatever the image model.
+
+    It is input policy, not part of any prompt: it is left out of the pack's content hash, so
+    editing the list changes no compiled prompt and no template_version.
+    """
+
+    blocked_terms: list[BlockedTerm] = Field(default_factory=list, max_length=500)
+
+
 class Foundation(StrictModel):
     """`foundation.yaml`: what is true in every image of the pack."""
 
@@ -253,6 +277,7 @@ class Foundation(StrictModel):
     technical: Technical
     safeguards: Safeguards
     negative_prompt: list[Term] = Field(min_length=1, max_length=60)
+    safety: Safety = Safety()
 
 
 # --- catalog ------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from rich.table import Table
 from caverna import __version__
 from caverna.bootstrap import Container, build_container
 from caverna.brand.schema import Locale
-from caverna.cli import keys_commands, runtime_commands, serve_command
+from caverna.cli import keys_commands, runtime_commands, serve_command, webhooks_commands
 from caverna.cli.options import (
     AspectRatioOpt,
     FootwearOpt,
@@ -292,6 +292,7 @@ def prompt(
 runtime_commands.register(app, _container, _fail)
 keys_commands.register(app, _container, _fail)
 serve_command.register(app, _container, _fail)
+webhooks_commands.register(app, _container, _fail)
 
 
 def main() -> None:

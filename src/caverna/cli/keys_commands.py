@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -156,6 +157,29 @@ def register(app: typer.Typer, make_container: ContainerFactory, fail: FailHandl
         typer.echo(
             f"revoked {key.prefix}… of {key.user_id} ({key.id}) at {_when(key.revoked_at)} UTC"
         )
+
+    users_app = typer.Typer(help="Users: passwords for the web studio.", no_args_is_help=True)
+    app.add_typer(users_app, name="users")
+
+    @users_app.command("set-password")
+    def users_set_password(
+        user: Annotated[str, typer.Argument(help="The user (see `caverna keys list`).")],
+        password_stdin: Annotated[
+            bool,
+            typer.Option("--password-stdin", help="Read the password from standard input."),
+        ] = False,
+    ) -> None:
+        """Set the password a user signs in to the web studio with (10 characters or more)."""
+        if password_stdin:
+            password = sys.stdin.readline().rstrip("\n")
+        else:
+            password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+
+        async def work(runtime: Runtime) -> None:
+            await runtime.accounts.set_password(user, password, actor=ACTOR)
+
+        run(work)
+        typer.echo(f"password set for {user}")
 
 
 def _not_found(error: NotFound, as_json: bool) -> NoReturn:

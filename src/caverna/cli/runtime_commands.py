@@ -45,6 +45,7 @@ from caverna.cli.options import (
 from caverna.db.migrate import upgrade
 from caverna.domain.jobs import ImageJob, JobStatus
 from caverna.domain.problems import ProblemsError
+from caverna.services.safety import ModerationUnavailable
 
 T = TypeVar("T")
 EXIT_FAILED = 1
@@ -105,9 +106,12 @@ def register(app: typer.Typer, make_container: ContainerFactory, fail: FailHandl
 
         try:
             return asyncio.run(main())
-        except ProblemsError as exc:
+        except ProblemsError as exc:  # content_blocked included
             fail(exc, as_json)
             raise typer.Exit(EXIT_INVALID) from None
+        except ModerationUnavailable as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(EXIT_FAILED) from None
 
     @app.command("generate")
     def generate(
@@ -148,6 +152,7 @@ def register(app: typer.Typer, make_container: ContainerFactory, fail: FailHandl
         )
 
         async def work(runtime: Runtime) -> ImageJob:
+            await runtime.safety.check_params(raw)
             result = await runtime.generation.submit(user, raw, provider=provider, force=force)
             jobs = [result.job.id]
             done = await _wait_with_worker(runtime, jobs, quiet=as_json)
@@ -182,6 +187,7 @@ def register(app: typer.Typer, make_container: ContainerFactory, fail: FailHandl
         )
 
         async def work(runtime: Runtime) -> tuple[uuid.UUID, list[ImageJob]]:
+            await runtime.safety.check_params(raw)
             submitted = await runtime.generation.submit_sequence(
                 user, sequence, raw, provider=provider
             )

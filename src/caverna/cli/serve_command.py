@@ -13,6 +13,7 @@ import uvicorn
 from caverna.api.app import ApiOptions, create_app
 from caverna.bootstrap import Container
 from caverna.domain.accounts import NewKey
+from caverna.web.app import install_web
 
 ContainerFactory = Callable[[list[Path] | None], Container]
 
@@ -46,6 +47,7 @@ def register(app: typer.Typer, make_container: ContainerFactory, _fail: Any) -> 
             container,
             options=ApiOptions(run_workers=not no_workers, announce_admin_key=announce),
         )
+        install_web(api)
         config = uvicorn.Config(
             api,
             host=host,
@@ -58,5 +60,5 @@ def register(app: typer.Typer, make_container: ContainerFactory, _fail: Any) -> 
         server = uvicorn.Server(config)
         shown = f"[{host}]" if ":" in host else host
         workers = "API only" if no_workers else "with workers"
-        typer.echo(f"Caverna {workers} on http://{shown}:{port}  (API docs: /docs)")
+        typer.echo(f"Caverna {workers} on http://{shown}:{port}  (studio: /, API docs: /docs)")
         server.run()

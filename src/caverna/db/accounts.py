@@ -230,6 +230,19 @@ class SqlAccountStore:
 
         return await self._db.write(run)
 
+    async def set_password_hash(self, user_id: str, password_hash: str | None) -> bool:
+        statement = update(USERS).where(USERS.c.id == user_id).values(password_hash=password_hash)
+        return await self._db.write(lambda connection: bool(connection.execute(statement).rowcount))
+
+    async def password_hash(self, user_id: str) -> tuple[UserInfo, str | None] | None:
+        query = select(USERS).where(USERS.c.id == user_id)
+
+        def run(connection: Connection) -> tuple[UserInfo, str | None] | None:
+            row = connection.execute(query).first()
+            return (to_user(row), row.password_hash) if row else None
+
+        return await self._db.read(run)
+
 
 class SqlAuditStore:
     def __init__(self, db: TransactionRunner) -> None:

@@ -133,3 +133,16 @@ class CompletedImage:
 class SweepResult:
     requeued: int
     failed: int
+
+
+@dataclass(frozen=True, slots=True)
+class SequenceRun:
+    """One request for a whole storyboard: which one, for whom, with which seed and provider."""
+
+    id: uuid.UUID
+    user_id: str
+    pack_id: str
+    sequence_key: str
+    provider: str
+    seed: int | None
+    created_at: datetime

@@ -24,6 +24,7 @@ class ProblemCode(StrEnum):
     INVALID_CHARACTERS = "invalid_characters"
     INVALID_CURSOR = "invalid_cursor"
     INVALID_RANGE = "invalid_range"
+    INVALID_CALLBACK_URL = "invalid_callback_url"
     # lookups by id
     NOT_FOUND = "not_found"
     # references into the pack
@@ -46,6 +47,8 @@ class ProblemCode(StrEnum):
     FORBIDDEN_BY_FRAME = "forbidden_by_frame"
     # provider limits
     PROMPT_TOO_LONG = "prompt_too_long"
+    # content safety: free text the pack's blocklist or the moderation service refused
+    CONTENT_BLOCKED = "content_blocked"
     # pack files
     PACK_FILE_MISSING = "pack_file_missing"
     PACK_YAML_SYNTAX = "pack_yaml_syntax"
@@ -113,6 +116,10 @@ class InvalidPackError(ProblemsError):
 
 class InvalidParametersError(ProblemsError):
     """Generation parameters were rejected: the problems name each offending field."""
+
+
+class InvalidCallbackUrl(InvalidParametersError):
+    """A webhook URL was refused: the API gives it its own code, so clients can tell it apart."""
 
 
 class NotFound(LookupError):

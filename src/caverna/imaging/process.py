@@ -211,9 +211,15 @@ def make_thumbnail(image: Image.Image, size: int = 256) -> bytes:
     thumb = _rgb_or_rgba(image)
     if scale < 1:
         target = (max(1, round(width * scale)), max(1, round(height * scale)))
-        # Pillow's thumbnail() recipe: a cheap integer box reduction first, then bicubic for the
-        # rest; three times faster than a full-size Lanczos and indistinguishable at 256 px.
-        thumb = thumb.resize(target, Image.Resampling.BICUBIC, reducing_gap=2.0)
+        factor = width // target[0]
+        if factor > 1 and (width, height) == (target[0] * factor, target[1] * factor):
+            # an exact ratio (1024 -> 256): the mean of each block is already a clean downscale,
+            # at a fifth of the cost of the recipe below
+            thumb = thumb.reduce(factor)
+        else:
+            # Pillow's thumbnail() recipe: a cheap integer box reduction first, then bicubic for
+            # the rest; three times faster than a full-size Lanczos, indistinguishable at 256 px.
+            thumb = thumb.resize(target, Image.Resampling.BICUBIC, reducing_gap=2.0)
     out = io.BytesIO()
     thumb.save(out, format="WEBP", **_THUMBNAIL_OPTIONS)
     return out.getvalue()

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from caverna.domain.jobs import CompletedImage, ImageJob, SweepResult
+from caverna.domain.jobs import CompletedImage, ImageJob, SequenceRun, SweepResult
 
 
 class JobStore(Protocol):
@@ -85,6 +85,19 @@ class JobStore(Protocol):
     async def breakdown(self) -> dict[str, list[dict[str, Any]]]:
         """Images and cost by provider and status, and by user."""
 
+    async def set_review(
+        self,
+        job_id: uuid.UUID,
+        status: str,
+        reason: str | None,
+        note: str | None,
+        reviewer: str,
+    ) -> bool:
+        """Approve or reject a completed image, with a reason and a note."""
+
+    async def review(self, job_id: uuid.UUID) -> dict[str, Any] | None:
+        """The image's review (status, reason, note, reviewed_by, reviewed_at), if any."""
+
     async def queued_ahead(self, job: ImageJob) -> int:
         """Runnable jobs ahead of a queued one."""
 
@@ -96,3 +109,12 @@ class JobStore(Protocol):
 
     async def counts(self) -> dict[str, int]:
         """Jobs per status."""
+
+    async def recent_by_status(self, status: str, limit: int) -> list[ImageJob]:
+        """Jobs in one status across every user, newest first, at most `limit` of them."""
+
+    async def recent_sequences(self, user_id: str, limit: int) -> list[SequenceRun]:
+        """A user's latest storyboard runs, newest first."""
+
+    async def sequence_run(self, sequence_id: uuid.UUID) -> SequenceRun | None:
+        """One storyboard run, whoever asked for it."""

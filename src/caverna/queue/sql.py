@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -22,6 +23,7 @@ import asyncpg
 from sqlalchemy import (
     ColumnElement,
     Connection,
+    String,
     Table,
     bindparam,
     func,
@@ -35,12 +37,20 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from caverna.db.engine import TransactionRunner
 from caverna.db.models import ImageRow, SequenceRow
 from caverna.db.types import UTCDateTime
-from caverna.domain.jobs import CompletedImage, ImageJob, JobErrorCode, JobStatus, SweepResult
+from caverna.domain.jobs import (
+    CompletedImage,
+    ImageJob,
+    JobErrorCode,
+    JobStatus,
+    SequenceRun,
+    SweepResult,
+)
 
 NOTIFY_CHANNEL = "caverna_jobs"
 IMAGES: Table = ImageRow.__table__  # type: ignore[assignment]
 SEQUENCES: Table = SequenceRow.__table__  # type: ignore[assignment]
 _JOB_FIELDS = tuple(f.name for f in dataclasses.fields(ImageJob))
+_RUN_COLUMNS = tuple(SEQUENCES.c[f.name] for f in dataclasses.fields(SequenceRun))
 
 
 def utcnow() -> datetime:
@@ -57,7 +67,34 @@ def claim_statement(
     worker_id: str, now: datetime, lease_until: datetime, providers: Sequence[str] | None
 ) -> Any:
     """The atomic claim, as a statement (tests EXPLAIN it on each backend)."""
-    at_now = bindparam("now", now, type_=UTCDateTime())
+    return _claim(
+        bindparam("worker_id", worker_id, type_=String()),
+        bindparam("now", now, type_=UTCDateTime()),
+        bindparam("lease_until", lease_until, type_=UTCDateTime()),
+        providers,
+    )
+
+
+def _provider_set(providers: Sequence[str] | None) -> tuple[str, ...] | None:
+    return tuple(providers) if providers is not None else None
+
+
+@functools.lru_cache(maxsize=128)
+def claim_template(providers: tuple[str, ...] | None) -> Any:
+    """The claim with `worker_id`, `now` and `lease_until` left as parameters.
+
+    Built once per set of providers: building a statement and computing its cache key cost
+    SQLAlchemy more than SQLite takes to run it, and a built statement keeps its key.
+    """
+    return _claim(
+        bindparam("worker_id", type_=String()),
+        bindparam("now", type_=UTCDateTime()),
+        bindparam("lease_until", type_=UTCDateTime()),
+        providers,
+    )
+
+
+def _claim(worker_id: Any, at_now: Any, lease_until: Any, providers: Sequence[str] | None) -> Any:
     # next_attempt_at is always set (to created_at on insert), so the queue index serves both
     # the filter and the order: the claim reads one index entry instead of sorting the queue
     runnable: list[ColumnElement[bool]] = [
@@ -87,6 +124,24 @@ def claim_statement(
             error_message=None,
         )
         .returning(*IMAGES.c)
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def owned_update_template(columns: tuple[str, ...]) -> Any:
+    """An update of `columns` (parameters `new_<column>`) on the row `job_id` leased by `owner`.
+
+    Built once per set of columns, for the reason given at `claim_template`: renewals, progress
+    and completions run it for every job.
+    """
+    return (
+        update(IMAGES)
+        .where(
+            IMAGES.c.id == bindparam("job_id", type_=IMAGES.c.id.type),
+            IMAGES.c.lease_owner == bindparam("owner", type_=String()),
+            IMAGES.c.status == JobStatus.PROCESSING.value,
+        )
+        .values({name: bindparam(f"new_{name}", type_=IMAGES.c[name].type) for name in columns})
     )
 
 
@@ -182,26 +237,26 @@ class SqlJobStore:
         if providers is not None and not providers:
             return None
         now = self._clock()
-        statement = claim_statement(
-            worker_id, now, now + timedelta(seconds=lease_seconds), providers
-        )
+        statement = claim_template(_provider_set(providers))
+        values = {
+            "worker_id": worker_id,
+            "now": now,
+            "lease_until": now + timedelta(seconds=lease_seconds),
+        }
 
         def run(connection: Connection) -> ImageJob | None:
-            row = connection.execute(statement).first()
+            row = connection.execute(statement, values).first()
             return to_job(row) if row else None
 
         return await self._db.write(run)
 
-    def _owned(self, job_id: uuid.UUID, worker_id: str) -> list[ColumnElement[bool]]:
-        return [
-            ImageRow.id == job_id,
-            ImageRow.lease_owner == worker_id,
-            ImageRow.status == JobStatus.PROCESSING.value,
-        ]
-
     async def _update_owned(self, job_id: uuid.UUID, worker_id: str, **values: Any) -> bool:
-        statement = update(ImageRow).where(*self._owned(job_id, worker_id)).values(**values)
-        return await self._db.write(lambda connection: bool(connection.execute(statement).rowcount))
+        statement = owned_update_template(tuple(sorted(values)))
+        parameters = {f"new_{name}": value for name, value in values.items()}
+        parameters.update(job_id=job_id, owner=worker_id)
+        return await self._db.write(
+            lambda connection: bool(connection.execute(statement, parameters).rowcount)
+        )
 
     async def renew(self, job_id: uuid.UUID, worker_id: str, lease_seconds: float) -> bool:
         until = self._clock() + timedelta(seconds=lease_seconds)
@@ -366,6 +421,46 @@ class SqlJobStore:
 
         return await self._db.read(run)
 
+    async def set_review(
+        self,
+        job_id: uuid.UUID,
+        status: str,
+        reason: str | None,
+        note: str | None,
+        reviewer: str,
+    ) -> bool:
+        """Record an approval or a rejection (with its reason) on the image."""
+        statement = (
+            update(ImageRow)
+            .where(ImageRow.id == job_id, ImageRow.status == JobStatus.COMPLETED.value)
+            .values(
+                review_status=status,
+                review_reason=reason,
+                review_note=note,
+                reviewed_by=reviewer,
+                reviewed_at=self._clock(),
+            )
+        )
+        return await self._db.write(lambda connection: bool(connection.execute(statement).rowcount))
+
+    async def review(self, job_id: uuid.UUID) -> dict[str, Any] | None:
+        """The image's review, or None when nobody has reviewed it."""
+        query = select(
+            ImageRow.review_status,
+            ImageRow.review_reason,
+            ImageRow.review_note,
+            ImageRow.reviewed_by,
+            ImageRow.reviewed_at,
+        ).where(ImageRow.id == job_id)
+
+        def run(connection: Connection) -> dict[str, Any] | None:
+            row = connection.execute(query).first()
+            if row is None or row.review_status is None:
+                return None
+            return dict(row._mapping)
+
+        return await self._db.read(run)
+
     async def queued_ahead(self, job: ImageJob) -> int:
         """How many runnable jobs a queued job waits behind (same order as the claim)."""
         if job.next_attempt_at is None:
@@ -448,8 +543,43 @@ class SqlJobStore:
     def _on_notify(self, *_args: object) -> None:
         self._event().set()
 
+    async def recent_sequences(self, user_id: str, limit: int) -> list[SequenceRun]:
+        """A user's latest storyboard runs, so a page can reopen the last one without an id."""
+        query = (
+            select(*_RUN_COLUMNS)
+            .where(SequenceRow.user_id == user_id)
+            .order_by(SequenceRow.created_at.desc())
+            .limit(limit)
+        )
+        return await self._db.read(
+            lambda connection: [
+                SequenceRun(**row._mapping) for row in connection.execute(query).all()
+            ]
+        )
+
+    async def sequence_run(self, sequence_id: uuid.UUID) -> SequenceRun | None:
+        query = select(*_RUN_COLUMNS).where(SequenceRow.id == sequence_id)
+
+        def run(connection: Connection) -> SequenceRun | None:
+            row = connection.execute(query).first()
+            return SequenceRun(**row._mapping) if row else None
+
+        return await self._db.read(run)
+
     async def close(self) -> None:
         if self._listener is not None and not self._listener.is_closed():
             await self._listener.close()
         self._listener = None
         self._db.close()
+
+    async def recent_by_status(self, status: str, limit: int) -> list[ImageJob]:
+        """Jobs in one status across every user, newest first: the admin's view of the queue."""
+        query = (
+            select(IMAGES)
+            .where(ImageRow.status == status)
+            .order_by(ImageRow.created_at.desc(), ImageRow.id.desc())
+            .limit(limit)
+        )
+        return await self._db.read(
+            lambda connection: [to_job(row) for row in connection.execute(query).all()]
+        )

@@ -11,6 +11,7 @@ most once a minute per key, and malformed tokens are refused before any database
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -44,6 +45,12 @@ from caverna.domain.problems import (
     Problem,
     ProblemCode,
     raise_if_any,
+)
+from caverna.services.passwords import (
+    hash_password,
+    needs_rehash,
+    password_problem,
+    verify_password,
 )
 
 TOKEN_PREFIX = "cav_"
@@ -112,6 +119,12 @@ class AccountStore(Protocol):
         self, user_id: str, disabled: bool, now: datetime
     ) -> tuple[UserInfo, UserInfo] | None:
         """Disable (keeping the first disabled_at) or enable; the user before and after."""
+
+    async def set_password_hash(self, user_id: str, password_hash: str | None) -> bool:
+        """Store (or clear) a user's password hash; False when the user does not exist."""
+
+    async def password_hash(self, user_id: str) -> tuple[UserInfo, str | None] | None:
+        """The user and their password hash, for a login."""
 
 
 class AuditStore(Protocol):
@@ -455,6 +468,32 @@ class AccountService:
             )
         return after
 
+    async def set_password(self, user_id: str, password: str, *, actor: str) -> None:
+        """A password for signing in to the web studio (API clients keep using keys)."""
+        reason = password_problem(password)
+        if reason is not None:
+            raise InvalidParametersError(
+                (Problem(ProblemCode.OUT_OF_RANGE, "password", reason),), "the password was refused"
+            )
+        if not await self._store.set_password_hash(user_id, hash_password(password)):
+            raise NotFound("user_id", user_id, "user")
+        await self._audit.record(actor, AuditAction.USER_UPDATED, user_id, password="set")
+
+    async def login(self, user_id: str, password: str) -> Principal | None:
+        """The user if the password matches and the user is enabled; None otherwise.
+
+        The hash is computed even for an unknown user, so timing does not tell which users
+        exist.
+        """
+        found = await self._store.password_hash(user_id) if _plausible_id(user_id) else None
+        stored = found[1] if found is not None else None
+        ok = await asyncio.to_thread(verify_password, password[:1024], stored or _DUMMY_HASH)
+        if found is None or stored is None or not ok or found[0].disabled:
+            return None
+        if needs_rehash(stored):
+            await self._store.set_password_hash(user_id, hash_password(password))
+        return Principal(found[0].id, found[0].role, None)
+
 
 def _new_key(user_id: str, name: str, now: datetime) -> NewKey:
     token = new_token()
@@ -498,3 +537,14 @@ def _quota_problems(daily_images: object, monthly_usd: object) -> list[Problem]:
             )
         )
     return problems
+
+
+_DUMMY_HASH = hash_password(secrets.token_urlsafe(16))
+
+
+def _plausible_id(user_id: str) -> bool:
+    try:
+        check_user_id(user_id)
+    except InvalidParametersError:
+        return False
+    return True

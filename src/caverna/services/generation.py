@@ -21,6 +21,7 @@ from caverna.prompting.engine import PromptEngine
 from caverna.prompting.params import MAX_SEED
 from caverna.queue.base import JobStore
 from caverna.services.prompt_cache import CachedCompiler
+from caverna.services.webhooks import PENDING, CallbackPolicy, Callbacks
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +56,20 @@ def sequence_status(jobs: Sequence[ImageJob]) -> str:
     return JobStatus.QUEUED.value
 
 
+def current_frames(jobs: Sequence[ImageJob]) -> list[ImageJob]:
+    """One image per frame, in frame order: a regenerated frame shows its replacement.
+
+    The newest image still there wins; a frame whose images were all deleted keeps its newest
+    one, so the run still shows the gap instead of silently losing a frame.
+    """
+    current: dict[int | None, ImageJob] = {}
+    for job in jobs:  # frame order, then oldest first
+        kept = current.get(job.frame_index)
+        if kept is None or job.status is not JobStatus.DELETED or kept.status is JobStatus.DELETED:
+            current[job.frame_index] = job
+    return list(current.values())
+
+
 @dataclass(frozen=True, slots=True)
 class SubmitOptions:
     max_attempts: int = 3
@@ -71,6 +86,7 @@ class GenerationService:
         providers: Sequence[str],
         clock: Callable[[], datetime],
         options: SubmitOptions = SubmitOptions(),
+        webhooks: Callbacks | None = None,
     ) -> None:
         if not providers:
             raise ValueError("at least one provider must be available")
@@ -80,6 +96,7 @@ class GenerationService:
         self.providers = list(providers)
         self.clock = clock
         self.options = options
+        self.webhooks = webhooks
 
     @property
     def default_provider(self) -> str:
@@ -109,15 +126,25 @@ class GenerationService:
         *,
         provider: str | None = None,
         force: bool = False,
+        callback_url: str | None = None,
+        sequence_id: uuid.UUID | None = None,
+        frame_index: int | None = None,
     ) -> SubmitResult:
-        """Queue one image; an identical request (params, seed, provider) reuses its job."""
+        """Queue one image; an identical request (params, seed, provider) reuses its job.
+
+        A reused job takes the request's webhook if it has none; one with another webhook is
+        not reused (a row carries one webhook), so every caller hears about its image.
+        With `sequence_id` the image replaces frame `frame_index` of that storyboard run: it is
+        always a new job, since a reused one would belong to another run (or to none).
+        """
+        webhook = self._webhook_values(callback_url)
         chosen = self._provider(provider)
         params = dict(raw)
         if params.get("seed") is None:
             # a drawn seed makes the job reproducible with providers that take one
             params["seed"] = secrets.randbelow(MAX_SEED + 1)
         compiled = await self.compiler.compile(params, chosen, self.clock())
-        if not force:
+        if not force and sequence_id is None:
             existing = await self.jobs.find_reusable(
                 user_id,
                 compiled.params_hash,
@@ -125,9 +152,14 @@ class GenerationService:
                 chosen,
                 compiled.params["seed"],
             )
-            if existing is not None:
+            if existing is not None and (
+                callback_url is None or await self._attach(existing.id, callback_url)
+            ):
                 return SubmitResult(existing, reused=True)
-        values = self._job_values(user_id, compiled, chosen)
+        placed = self._job_values(
+            user_id, compiled, chosen, sequence_id=sequence_id, index=frame_index
+        )
+        values = {**placed, **webhook}
         await self.jobs.insert([values], None)
         job = await self.jobs.get(values["id"])
         assert job is not None
@@ -140,8 +172,10 @@ class GenerationService:
         shared: Mapping[str, Any],
         *,
         provider: str | None = None,
+        callback_url: str | None = None,
     ) -> SequenceResult:
         """Queue every frame of a storyboard with one shared seed, or nothing at all."""
+        webhook = self._webhook_values(callback_url)
         chosen = self._provider(provider)
         params = dict(shared)
         if params.get("seed") is None:
@@ -153,9 +187,8 @@ class GenerationService:
         jobs = []
         for index, frame in enumerate(compiled_frames):
             cached = await self.compiler.compile(frame.params, chosen, now)
-            jobs.append(
-                self._job_values(user_id, cached, chosen, sequence_id=sequence_id, index=index)
-            )
+            values = self._job_values(user_id, cached, chosen, sequence_id=sequence_id, index=index)
+            jobs.append({**values, **webhook})
         sequence = {
             "id": sequence_id,
             "user_id": user_id,
@@ -169,8 +202,21 @@ class GenerationService:
         await self.jobs.insert(jobs, sequence)
         return SequenceResult(sequence_id, await self.jobs.for_sequence(sequence_id))
 
+    def _webhook_values(self, url: str | None) -> dict[str, Any]:
+        """A new job's webhook columns, after refusing a URL webhooks may not go to."""
+        if url is None:
+            return {}
+        (self.webhooks or CallbackPolicy()).check(url)
+        return {"callback_url": url, "webhook_status": PENDING, "webhook_next_at": self.clock()}
+
+    async def _attach(self, job_id: uuid.UUID, url: str) -> bool:
+        return self.webhooks is not None and await self.webhooks.attach(job_id, url)
+
     async def sequence(self, sequence_id: uuid.UUID) -> SequenceResult:
-        return SequenceResult(sequence_id, await self.jobs.for_sequence(sequence_id))
+        """The run as it stands: each frame's current image (see `current_frames`)."""
+        return SequenceResult(
+            sequence_id, current_frames(await self.jobs.for_sequence(sequence_id))
+        )
 
     async def get(self, job_id: uuid.UUID) -> ImageJob | None:
         return await self.jobs.get(job_id)

@@ -99,9 +99,19 @@ class ImageActions:
         return DeleteResult(after or job, removed)
 
     async def regenerate(
-        self, principal: Principal, image_id: uuid.UUID, seed: SeedChoice = "new"
+        self,
+        principal: Principal,
+        image_id: uuid.UUID,
+        seed: SeedChoice = "new",
+        *,
+        in_sequence: bool = False,
     ) -> SubmitResult:
-        """The same parameters and provider again: same seed (a fresh job) or another one."""
+        """The same parameters and provider again: same seed (a fresh job) or another one.
+
+        `in_sequence` makes the new image take the old one's place in its storyboard run;
+        without it the run is left as it was, so a caller outside the storyboard cannot
+        reshuffle it by accident.
+        """
         job = await self.visible(principal, image_id)
         if job.status is JobStatus.DELETED:
             raise ImageNotFound(str(image_id))
@@ -110,7 +120,15 @@ class ImageActions:
             params["seed"] = secrets.randbelow(MAX_SEED + 1)
         elif seed != "same":
             params["seed"] = seed
-        return await self.generation.submit(job.user_id, params, provider=job.provider, force=True)
+        keep = in_sequence and job.sequence_id is not None
+        return await self.generation.submit(
+            job.user_id,
+            params,
+            provider=job.provider,
+            force=True,
+            sequence_id=job.sequence_id if keep else None,
+            frame_index=job.frame_index if keep else None,
+        )
 
     async def eta_seconds(self, job: ImageJob) -> float | None:
         """Seconds until done, from recent provider latencies; None when nothing is known."""

@@ -34,6 +34,7 @@ EXTENSIONS: frozenset[str] = frozenset(CONTENT_TYPES)
 
 _KEY_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_./")
 _ALLOWED = "ASCII letters, digits and '-', '_', '.', '/'"
+_SLUG_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-")
 
 
 def image_key(image_id: uuid.UUID, created_at: datetime, extension: str) -> str:
@@ -49,6 +50,21 @@ def thumbnail_key(image_id: uuid.UUID, created_at: datetime) -> str:
 def export_key(export_id: uuid.UUID, created_at: datetime) -> str:
     """Key of a bulk download archive, kept apart from images so lifecycle rules can expire it."""
     return _dated_key("exports", export_id, created_at, "zip")
+
+
+def preview_key(template_version: str, kind: str, option_id: str, size: int) -> str:
+    """Key of a catalogue option's picker preview.
+
+    The pack's template version leads the key, so editing the pack files its previews under a new
+    folder instead of serving stale ones, and the old folder can be dropped with one prefix.
+    """
+    parts = (("template version", template_version), ("kind", kind), ("option", option_id))
+    for name, value in parts:
+        if not value or not set(value) <= _SLUG_ALPHABET:
+            raise ValueError(f"preview {name} {value!r} must be ASCII letters, digits and '-'")
+    if not 16 <= size <= 1024:
+        raise ValueError(f"preview size {size} is outside 16..1024")
+    return validate_key(f"previews/{template_version}/{kind}/{option_id}-{size}.webp")
 
 
 def validate_key(key: str) -> str:

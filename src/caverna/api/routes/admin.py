@@ -125,7 +125,10 @@ async def set_quota(user_id: UserId, body: QuotaRequest, state: State, admin: Ad
     return _user(user)
 
 
-@router.put("/users/{user_id}/state", responses=documented(s404="No such user"))
+@router.put(
+    "/users/{user_id}/state",
+    responses=documented(s404="No such user", s409="An admin disabling themselves"),
+)
 async def set_state(user_id: UserId, body: UserStateRequest, state: State, admin: Admin) -> UserOut:
     """Disable a user (every key stops working at once) or enable them again."""
     if user_id == admin.user_id and body.disabled:

@@ -6,16 +6,17 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from caverna.api.deps import Caller, State
-from caverna.api.problems import ApiProblem
+from caverna.api.deps import Caller, State, moderation_unavailable
+from caverna.api.problems import ApiProblem, documented
 from caverna.api.schemas import CompiledPreview, PreviewRequest, PreviewResult
 from caverna.domain.problems import ProblemsError
 from caverna.prompting.dialects.registry import DIALECT_NAMES
+from caverna.services.safety import ContentBlocked, ModerationUnavailable
 
 router = APIRouter(prefix="/api/v1", tags=["catalog"])
 
 
-@router.get("/catalog")
+@router.get("/catalog", responses=documented(s404="No such pack"))
 async def catalog(
     state: State,
     _caller: Caller,
@@ -51,7 +52,9 @@ async def catalog(
     }
 
 
-@router.post("/prompts/preview")
+@router.post(
+    "/prompts/preview", responses=documented(s503="The moderation service cannot be reached")
+)
 async def preview(body: PreviewRequest, state: State, _caller: Caller) -> PreviewResult:
     """Validate parameters and compile them per provider dialect, without generating anything."""
     wanted = body.providers or list(DIALECT_NAMES)
@@ -71,6 +74,15 @@ async def preview(body: PreviewRequest, state: State, _caller: Caller) -> Previe
                 for name in unknown
             ],
         )
+    # the same check generation runs, so a valid preview is a request generation accepts;
+    # a preview refuses nothing, so nothing is audited
+    blocked: list[dict[str, object]] = []
+    try:
+        await state.runtime.safety.check_params(body.engine_params())
+    except ContentBlocked as exc:
+        blocked = [problem.to_dict() for problem in exc.problems]
+    except ModerationUnavailable:
+        raise moderation_unavailable() from None
     engine = state.runtime.container.prompts
     compiled = []
     try:
@@ -87,5 +99,8 @@ async def preview(body: PreviewRequest, state: State, _caller: Caller) -> Previe
                 )
             )
     except ProblemsError as exc:
-        return PreviewResult(valid=False, errors=[p.to_dict() for p in exc.problems], compiled=[])
+        errors = [*blocked, *(p.to_dict() for p in exc.problems)]
+        return PreviewResult(valid=False, errors=errors, compiled=[])
+    if blocked:
+        return PreviewResult(valid=False, errors=blocked, compiled=[])
     return PreviewResult(valid=True, errors=[], compiled=compiled)

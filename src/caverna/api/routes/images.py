@@ -13,7 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
-from caverna.api.deps import Caller, State, check_quota
+from caverna.api.deps import Caller, State, check_quota, check_safety
 from caverna.api.objects import object_response
 from caverna.api.problems import ApiProblem, documented, not_found
 from caverna.api.schemas import (
@@ -121,7 +121,11 @@ async def _visible(state: ApiState, caller: Principal, image_id: uuid.UUID) -> I
 @router.post(
     "/generate",
     status_code=202,
-    responses=documented(s422="Invalid parameters", s401="No or bad API key"),
+    responses=documented(
+        s422="Invalid parameters or blocked content",
+        s401="No or bad API key",
+        s503="The moderation service cannot be reached",
+    ),
 )
 async def generate(
     body: GenerateRequest,
@@ -137,11 +141,16 @@ async def generate(
     hours; the same key with a different body is refused.
     """
     runtime = state.runtime
+    await check_safety(state, caller, body.engine_params())
 
     async def submit() -> tuple[ImageJob, bool]:
         await check_quota(state, caller, 1)
         result = await runtime.generation.submit(
-            caller.user_id, body.engine_params(), provider=body.provider, force=body.force
+            caller.user_id,
+            body.engine_params(),
+            provider=body.provider,
+            force=body.force,
+            callback_url=body.callback_url,
         )
         return result.job, result.reused
 
@@ -442,7 +451,10 @@ async def revoke_share(
 @router.get(
     "/{image_id}/download",
     response_class=Response,
-    responses={200: {"content": {"image/webp": {}}}, **documented(s404="No such image")},
+    responses={
+        200: {"content": {"image/webp": {}}},
+        **documented(s404="No such image", s409="Not completed"),
+    },
 )
 async def download_image(
     image_id: uuid.UUID, request: Request, state: State, caller: Caller

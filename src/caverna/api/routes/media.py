@@ -48,7 +48,10 @@ async def media(
 @router.get(
     "/s/{token}",
     response_class=Response,
-    responses={**IMAGE_CONTENT, **documented(s403="Forged, expired or revoked link")},
+    responses={
+        **IMAGE_CONTENT,
+        **documented(s403="Forged, expired or revoked link", s404="The image is gone"),
+    },
 )
 async def shared_image(
     token: Annotated[str, Path(min_length=10, max_length=200)], request: Request, state: State

@@ -6,8 +6,8 @@ import uuid
 
 from fastapi import APIRouter, Request, Response
 
-from caverna.api.deps import Caller, State, check_quota
-from caverna.api.problems import not_found
+from caverna.api.deps import Caller, State, check_quota, check_safety
+from caverna.api.problems import documented, not_found
 from caverna.api.schemas import SequenceFrame, SequenceRequest, SequenceStatus
 from caverna.api.state import ApiState
 from caverna.services.generation import SequenceResult
@@ -52,10 +52,15 @@ async def generate_sequence(
     body: SequenceRequest, request: Request, response: Response, state: State, caller: Caller
 ) -> SequenceStatus:
     """Queue every frame of a storyboard (e.g. `onboarding`), or nothing if any frame is invalid."""
+    await check_safety(state, caller, body.shared_params())
     frames = _frame_count(state, body)
     await check_quota(state, caller, frames)
     result = await state.runtime.generation.submit_sequence(
-        caller.user_id, body.sequence, body.shared_params(), provider=body.provider
+        caller.user_id,
+        body.sequence,
+        body.shared_params(),
+        provider=body.provider,
+        callback_url=body.callback_url,
     )
     response.headers["Location"] = str(
         request.url_for("get_sequence", sequence_id=result.sequence_id).path
@@ -63,7 +68,11 @@ async def generate_sequence(
     return await sequence_view(state, result)
 
 
-@router.get("/{sequence_id}", name="get_sequence")
+@router.get(
+    "/{sequence_id}",
+    name="get_sequence",
+    responses=documented(s404="No such sequence visible to the caller"),
+)
 async def get_sequence(sequence_id: uuid.UUID, state: State, caller: Caller) -> SequenceStatus:
     """Each frame's image id, status and progress; the sequence's status follows its frames."""
     result = await state.runtime.generation.sequence(sequence_id)
