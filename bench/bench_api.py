@@ -316,6 +316,7 @@ async def run(args: argparse.Namespace, server: Server, token: str) -> None:
     try:
         image_id = await submit(client, 1)
         await wait_completed(client, image_id)
+        args.rss_start_kib = memory_kib(pid)["VmRSS"]
 
         polls: list[Polling] = []
         for attempt in range(args.repeat):
@@ -365,6 +366,7 @@ def report(
 
     print()
     print(f"machine: {machine()}")
+    print(f"load average: {args.load_before:.2f} at the start, {os.getloadavg()[0]:.2f} at the end")
     print(
         f"client: {args.client}; server: caverna serve (embedded SQLite, preview provider); "
         f"median of {args.repeat} run(s)"
@@ -383,6 +385,7 @@ def report(
         )
         row("  p95 (ms)", median_of(found, lambda r: percentile(r.samples_ms, 0.95)))
         row("  images/s", median_of(found, lambda r: len(r.samples_ms) / r.seconds), 1)
+    row("server RSS after its first image (MiB)", args.rss_start_kib / 1024, 1)
     row("server RSS at the end (MiB)", memory["VmRSS"] / 1024, 1)
     row("  peak RSS (MiB)", memory["VmHWM"] / 1024, 1)
     row(f"  image processes ({len(pool)}), RSS together (MiB)", sum(pool) / 1024, 1)
@@ -404,6 +407,7 @@ def main() -> None:
         "--image-processes", type=int, default=None, help="CAVERNA_IMAGE_PROCESSES for the server"
     )
     args = parser.parse_args()
+    args.load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as folder:
         server = Server(Path(folder) / "data", args.image_processes)
         try:

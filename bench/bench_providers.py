@@ -245,7 +245,8 @@ async def throughput_run(
     with fake_openai(image_size=1024, latency=0.0, distinct_images=distinct) as fake:
         runtime = await open_bench_runtime(folder, fake.base_url, concurrency, image_processes)
         try:
-            await warm_up(runtime, concurrency, max(2 * (os.cpu_count() or 1), 4))
+            warm = max(2 * (os.cpu_count() or 1), 4)  # enough to start every pool process
+            await warm_up(runtime, concurrency, warm)
             runtime.processor.recent_times.clear()
             await submit(runtime, jobs, 0)
             pids = pool_pids(runtime)
@@ -257,7 +258,7 @@ async def throughput_run(
             if pool_pids(runtime) != pids:
                 raise RuntimeError("the image pool replaced a process during the run")
             counts = await runtime.jobs.counts()
-            if counts.get("completed") != jobs + max(2 * (os.cpu_count() or 1), 4):
+            if counts.get("completed") != jobs + warm:
                 raise RuntimeError(f"not every job completed: {counts}")
             per_image = 1000 / jobs
             return ThroughputRun(
