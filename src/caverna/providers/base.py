@@ -110,6 +110,15 @@ class ProviderError(Exception):
         return _restore_provider_error, (self.code, self.message, self.retryable, self.retry_after)
 
 
+def require_dialect(compiled: CompiledPrompt, name: str, label: str) -> None:
+    """A prompt compiled for another provider is a caller's mistake, never worth a retry."""
+    if compiled.dialect != name:
+        raise provider_error(
+            ErrorKind.INVALID_REQUEST,
+            f"the {label} provider takes '{name}' prompts, not '{compiled.dialect}'",
+        )
+
+
 def provider_error(
     kind: ErrorKind, message: str, *, retry_after: float | None = None
 ) -> ProviderError:

@@ -31,6 +31,7 @@ from caverna.providers.base import (
     ProviderError,
     ProviderImage,
     provider_error,
+    require_dialect,
 )
 from caverna.providers.http import kind_for_status, parse_retry_after, transport_errors
 
@@ -309,11 +310,7 @@ class ComfyUIProvider:
 
 def _graph_of(request: GenerationRequest) -> tuple[dict[str, Any], str]:
     compiled = request.compiled
-    if compiled.dialect != NAME:
-        raise provider_error(
-            ErrorKind.INVALID_REQUEST,
-            f"the {NAME} provider runs '{NAME}' graphs, not '{compiled.dialect}' prompts",
-        )
+    require_dialect(compiled, NAME, "ComfyUI")
     graph = compiled.payload.get("prompt")
     output_node = compiled.payload.get("output_node")
     if not isinstance(graph, dict) or not isinstance(output_node, str) or output_node not in graph:

@@ -61,6 +61,7 @@ from caverna.providers.base import (
     ProviderError,
     ProviderImage,
     provider_error,
+    require_dialect,
 )
 from caverna.providers.http import kind_for_status, parse_retry_after, transport_errors
 
@@ -145,11 +146,7 @@ class MidjourneyProvider:
         self, request: GenerationRequest, progress: ProgressCallback
     ) -> ProviderImage:
         compiled = request.compiled
-        if compiled.dialect != NAME:
-            raise provider_error(
-                ErrorKind.INVALID_REQUEST,
-                f"the Midjourney provider sends 'midjourney' prompts, not '{compiled.dialect}'",
-            )
+        require_dialect(compiled, NAME, "Midjourney")
         prompt = compiled.payload.get("prompt")
         if not isinstance(prompt, str) or not prompt.strip():
             raise provider_error(ErrorKind.INVALID_REQUEST, "the compiled payload has no prompt")

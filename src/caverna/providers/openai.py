@@ -27,6 +27,7 @@ from caverna.providers.base import (
     ProviderError,
     ProviderImage,
     provider_error,
+    require_dialect,
 )
 from caverna.providers.http import kind_for_status, parse_retry_after, transport_errors
 from caverna.providers.pricing import DEFAULT_PRICES, PriceTable
@@ -90,11 +91,7 @@ class OpenAIProvider:
         self, request: GenerationRequest, progress: ProgressCallback
     ) -> ProviderImage:
         compiled = request.compiled
-        if compiled.dialect != NAME:
-            raise provider_error(
-                ErrorKind.INVALID_REQUEST,
-                f"{NAME}: cannot send a '{compiled.dialect}' prompt to OpenAI",
-            )
+        require_dialect(compiled, NAME, "OpenAI")
         fields = dict(compiled.payload)
         references = fields.pop("reference_images", None)
         model = str(fields.get("model") or "")

@@ -25,6 +25,7 @@ from caverna.providers.base import (
     ProgressCallback,
     ProviderError,
     ProviderImage,
+    require_dialect,
 )
 
 NAME = "preview"
@@ -700,12 +701,7 @@ class PreviewProvider:
         self, request: GenerationRequest, progress: ProgressCallback
     ) -> ProviderImage:
         compiled = request.compiled
-        if compiled.dialect != NAME:
-            raise ProviderError(
-                "invalid_request",
-                f"the preview provider draws 'preview' scenes, not '{compiled.dialect}' prompts",
-                retryable=False,
-            )
+        require_dialect(compiled, NAME, "preview")
         started = time.perf_counter()
         await progress(0.1)
         try:

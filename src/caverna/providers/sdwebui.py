@@ -47,6 +47,7 @@ from caverna.providers.base import (
     ProviderError,
     ProviderImage,
     provider_error,
+    require_dialect,
 )
 from caverna.providers.http import kind_for_status, parse_retry_after, transport_errors
 
@@ -124,11 +125,7 @@ class SDWebUIProvider:
         self, request: GenerationRequest, progress: ProgressCallback
     ) -> ProviderImage:
         compiled = request.compiled
-        if compiled.dialect != NAME:
-            raise provider_error(
-                ErrorKind.INVALID_REQUEST,
-                f"the SD WebUI provider sends 'sdwebui' payloads, not '{compiled.dialect}'",
-            )
+        require_dialect(compiled, NAME, "SD WebUI")
         started = time.perf_counter()
         report = MonotonicProgress(progress)
         poller = asyncio.create_task(self._poll_progress(report), name=f"{NAME}-progress")

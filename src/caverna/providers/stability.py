@@ -27,6 +27,7 @@ from caverna.providers.base import (
     ProviderError,
     ProviderImage,
     provider_error,
+    require_dialect,
 )
 from caverna.providers.http import kind_for_status, parse_retry_after, transport_errors
 from caverna.providers.pricing import DEFAULT_PRICES, PriceTable
@@ -71,11 +72,7 @@ class StabilityProvider:
         self, request: GenerationRequest, progress: ProgressCallback
     ) -> ProviderImage:
         compiled = request.compiled
-        if compiled.dialect != NAME:
-            raise provider_error(
-                ErrorKind.INVALID_REQUEST,
-                f"{NAME}: cannot send a '{compiled.dialect}' prompt to Stability",
-            )
+        require_dialect(compiled, NAME, "Stability")
         endpoint = compiled.payload.get("endpoint")
         form = compiled.payload.get("form")
         if not isinstance(endpoint, str) or not _ENDPOINT.match(endpoint):
