@@ -129,6 +129,21 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU of a process and everything under it: with `--processes N` the serving processes
+    are children of a supervisor that itself does almost nothing."""
+    total = 0.0
+    pending = [pid]
+    seen = 0
+    while pending and seen < 1024:
+        current = pending.pop()
+        seen += 1
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            total += cpu_seconds(current)
+            pending += children(current)
+    return total
+
+
 def memory_kib(pid: int) -> dict[str, int]:
     values: dict[str, int] = {}
     with Path(f"/proc/{pid}/status").open(encoding="ascii") as status:
@@ -142,7 +157,7 @@ def memory_kib(pid: int) -> dict[str, int]:
 class Server:
     """`caverna serve` in a subprocess; its output is drained so it never blocks on a pipe."""
 
-    def __init__(self, data_dir: Path, image_processes: int | None) -> None:
+    def __init__(self, data_dir: Path, image_processes: int | None, processes: int = 1) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {
@@ -153,6 +168,8 @@ class Server:
         if image_processes is not None:
             env["CAVERNA_IMAGE_PROCESSES"] = str(image_processes)
         command = [sys.executable, "-m", "caverna", "serve"]
+        if processes != 1:  # left out otherwise, so older servers can be measured the same way
+            command += ["--processes", str(processes)]
         self.process = subprocess.Popen(
             [*command, "--host", "127.0.0.1", "--port", str(self.port)],
             env=env,
@@ -268,7 +285,7 @@ async def poll_status(
 
     for _ in range(clients):  # warm-up: every connection opened, caches filled
         await client.get(path)
-    cpu_before, client_before = cpu_seconds(pid), time.process_time()
+    cpu_before, client_before = tree_cpu_seconds(pid), time.process_time()
     started = time.perf_counter()
     stop_at = started + seconds
     await asyncio.gather(*(poller() for _ in range(clients)))
@@ -277,7 +294,7 @@ async def poll_status(
         requests=len(latencies),
         seconds=elapsed,
         latencies_ms=latencies,
-        server_cpu=(cpu_seconds(pid) - cpu_before) / elapsed,
+        server_cpu=(tree_cpu_seconds(pid) - cpu_before) / elapsed,
         client_cpu=(time.process_time() - client_before) / elapsed,
         errors=errors,
     )
@@ -368,7 +385,8 @@ def report(
     print(f"machine: {machine()}")
     print(f"load average: {args.load_before:.2f} at the start, {os.getloadavg()[0]:.2f} at the end")
     print(
-        f"client: {args.client}; server: caverna serve (embedded SQLite, preview provider); "
+        f"client: {args.client}; server: caverna serve --processes {args.processes} "
+        "(embedded SQLite, preview provider); "
         f"median of {args.repeat} run(s)"
     )
     print(f"{'measure':<46} {'value':>10}")
@@ -388,7 +406,8 @@ def report(
     row("server RSS after its first image (MiB)", args.rss_start_kib / 1024, 1)
     row("server RSS at the end (MiB)", memory["VmRSS"] / 1024, 1)
     row("  peak RSS (MiB)", memory["VmHWM"] / 1024, 1)
-    row(f"  image processes ({len(pool)}), RSS together (MiB)", sum(pool) / 1024, 1)
+    # the image pool, or with --processes N the serving processes (each with its own pool)
+    row(f"  child processes ({len(pool)}), RSS together (MiB)", sum(pool) / 1024, 1)
 
 
 def main() -> None:
@@ -406,10 +425,11 @@ def main() -> None:
     parser.add_argument(
         "--image-processes", type=int, default=None, help="CAVERNA_IMAGE_PROCESSES for the server"
     )
+    parser.add_argument("--processes", type=int, default=1, help="caverna serve --processes N")
     args = parser.parse_args()
     args.load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as folder:
-        server = Server(Path(folder) / "data", args.image_processes)
+        server = Server(Path(folder) / "data", args.image_processes, args.processes)
         try:
             token = server.admin_key()
             server.wait_ready()

@@ -35,6 +35,7 @@ from caverna.prompting.engine import PromptEngine
 from caverna.providers.base import ImageProvider
 from caverna.providers.comfyui import ComfyUIConfig, ComfyUIProvider
 from caverna.providers.http import HttpSettings, new_session
+from caverna.providers.intake import IntakeGate
 from caverna.providers.latency import WithLatency
 from caverna.providers.metrics import ProviderMetrics
 from caverna.providers.midjourney import MidjourneyConfig, MidjourneyProvider
@@ -54,6 +55,7 @@ from caverna.queue.sql import SqlJobStore
 from caverna.ratelimiting import RateLimiter
 from caverna.services.accounts import AccountService, AuditLog
 from caverna.services.bulk import BulkOperations
+from caverna.services.consistency import ConsistencyPass, RerollPolicy, Rerolls
 from caverna.services.generation import GenerationService, SubmitOptions
 from caverna.services.idempotency import Idempotency
 from caverna.services.image_actions import ImageActions
@@ -71,7 +73,7 @@ from caverna.storage.factory import store_from_url
 from caverna.webhooks_http import HttpWebhookSender
 from caverna.worker.loop import Worker, WorkerOptions
 
-HEAD_REVISION = "0006"
+HEAD_REVISION = "0008"
 
 
 def utcnow() -> datetime:
@@ -132,6 +134,7 @@ class Runtime:
     web_session_store: SqlWebSessionStore | None = field(default=None, kw_only=True)
     webhooks: WebhookDispatcher = field(kw_only=True)
     webhook_store: SqlWebhookStore | None = field(default=None, kw_only=True)
+    consistency: ConsistencyPass | None = field(default=None, kw_only=True)
 
     @property
     def settings(self) -> Settings:
@@ -240,6 +243,9 @@ async def open_runtime(
             lease_seconds=settings.webhook_timeout_seconds + 60.0,
         ),
     )
+    quotas = Quotas(
+        jobs, accounts, QuotaDefaults(settings.quota_daily_images, settings.quota_monthly_usd), now
+    )
     generation = GenerationService(
         prompts=container.prompts,
         compiler=compiler,
@@ -250,6 +256,7 @@ async def open_runtime(
             max_attempts=settings.max_attempts, delivery_format=settings.delivery_format
         ),
         webhooks=webhooks,
+        quotas=quotas,
     )
     image_pool = _image_pool(settings)
     processor = JobProcessor(
@@ -264,7 +271,20 @@ async def open_runtime(
             failover=tuple(available) if settings.failover else (),
         ),
         images=image_pool,
+        intake=IntakeGate(settings.image_intake_slots),
     )
+    consistency = ConsistencyPass(
+        store=jobs,
+        packs=container.packs,
+        rerolls=Rerolls(
+            store=jobs,
+            generation=generation,
+            policy=RerollPolicy(
+                settings.reroll_below, settings.reroll_max_attempts, settings.reroll_budget_usd
+            ),
+        ),
+    )
+    consistency.attach(processor.derivatives)
     signer = LinkSigner(load_secret(settings))
     history = ImageHistory(SqlImageSearch(engine), container.prompts, pack_id=settings.default_pack)
     actions = ImageActions(
@@ -292,12 +312,7 @@ async def open_runtime(
         clock=now,
         idempotency=Idempotency(SqlIdempotencyStore(engine), now),
         sharing=Sharing(SqlShareStore(engine), signer, now),
-        quotas=Quotas(
-            jobs,
-            accounts,
-            QuotaDefaults(settings.quota_daily_images, settings.quota_monthly_usd),
-            now,
-        ),
+        quotas=quotas,
         safety=SafetyCheck(
             container.packs,
             _moderator(settings, http),
@@ -323,6 +338,7 @@ async def open_runtime(
         webhooks=webhooks,
         webhook_store=webhook_store,
         rate_limiter=rate_limiter,
+        consistency=consistency,
     )
 
 

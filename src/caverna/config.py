@@ -39,6 +39,18 @@ class Settings(BaseSettings):
     )
     delivery_format: Literal["webp", "png", "avif"] = "webp"
     worker_concurrency: int = Field(default=4, ge=1, le=256)
+    worker_metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Port of `caverna worker`'s /metrics and /healthz (0: any free port); "
+        "unset: no endpoint.",
+    )
+    worker_metrics_host: str = Field(
+        default="127.0.0.1",
+        min_length=1,
+        description="Address the worker's metrics endpoint listens on.",
+    )
     provider_concurrency: str = Field(
         default="", description="Per-provider job limits per worker, e.g. 'sdwebui=1,openai=8'."
     )
@@ -81,6 +93,13 @@ class Settings(BaseSettings):
         le=64,
         description="Processes for image work: -1 one per CPU, 0 threads in the worker process.",
     )
+    image_intake_slots: int = Field(
+        default=16,
+        ge=1,
+        le=4096,
+        description="Provider images one process holds in memory at once; other answers wait "
+        "in the socket, unread, and the wait counts against no provider timeout.",
+    )
     api_rate_limit: str = Field(
         default="600/minute",
         description="Requests per API key, e.g. '600/minute' (shared through Redis when set).",
@@ -90,6 +109,19 @@ class Settings(BaseSettings):
     )
     quota_monthly_usd: float | None = Field(
         default=None, ge=0, description="Default spend per user per UTC month, in USD."
+    )
+    # re-roll policy: an image scoring below the threshold is made again with a new seed
+    reroll_below: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="Consistency score under which an image is re-rolled (none: never).",
+    )
+    reroll_max_attempts: int = Field(
+        default=2, ge=0, le=10, description="Re-rolls at most per original image."
+    )
+    reroll_budget_usd: float = Field(
+        default=0.5, ge=0, description="Spend at most on the re-rolls of one original image (USD)."
     )
     secret_key: SecretStr | None = Field(
         default=None,

@@ -22,7 +22,7 @@ from typing import IO, Any, Literal
 LogFormat = Literal["json", "text"]
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # the fields a job binds; any other name may be bound too
-CONTEXT_FIELDS = ("image_id", "sequence_id", "provider", "worker_id", "attempt")
+CONTEXT_FIELDS = ("image_id", "sequence_id", "provider", "worker_id", "attempt", "request_id")
 
 _context: ContextVar[Mapping[str, object]] = ContextVar(
     "caverna_log_context", default=MappingProxyType({})

@@ -73,11 +73,16 @@ def test_generate_with_live_validation_then_watch_the_progress(
     expect(crossed).to_be_disabled()
     expect(crossed).to_contain_text("(unavailable)")
     expect(crossed).to_have_attribute("title", re.compile("hand"))
+    # a disabled option's title is out of reach of a keyboard: its reason is listed too
+    unavailable = page.locator("#pose-unavailable")
+    expect(unavailable).to_be_visible()
+    unavailable.locator("summary").press("Enter")
+    expect(unavailable.locator("li", has_text="Arms crossed")).to_contain_text("hand")
 
     # an invalid value is explained and blocks the button until it is fixed
     page.fill("#seed", "-3")
     expect(status.locator(".error")).to_have_text("Fix these first:")
-    expect(status.locator("li")).to_contain_text("seed")
+    expect(status.locator("li")).to_contain_text("Seed")
     expect(submit).to_be_disabled()
     screenshots.save(page, "generate-problem")
     page.fill("#seed", "42")

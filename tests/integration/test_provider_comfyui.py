@@ -29,6 +29,7 @@ from caverna.providers.base import (
 from caverna.providers.comfyui import ComfyUIConfig, ComfyUIProvider
 from caverna.providers.http import new_session
 from tests.fakes.comfyui_server import FakeComfyUI, Misbehaviour, RecordedRequest
+from tests.integration.intake_helpers import generate_behind_a_full_gate
 from tests.integration.provider_helpers import Progress, compile_for, generation_request
 
 FRAME = "onboarding/the-invitation"
@@ -568,3 +569,19 @@ async def test_fake_view_follows_comfyui_rules(
     for params, status in cases:
         async with session.get(view, params=params) as response:
             assert response.status == status, params
+
+
+# --- the intake bound ----------------------------------------------------------------------
+
+
+async def test_the_view_download_waits_for_intake_room_outside_the_timeout(
+    fake: FakeComfyUI, session: aiohttp.ClientSession, request_: GenerationRequest
+) -> None:
+    comfy = provider(fake.base_url, session, timeout=1.0)
+
+    image, _ = await generate_behind_a_full_gate(
+        lambda request: comfy.generate(request, Progress()), request_, hold_seconds=1.2
+    )
+
+    with Image.open(io.BytesIO(image.data)) as decoded:
+        assert decoded.format == "PNG"

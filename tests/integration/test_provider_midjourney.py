@@ -36,6 +36,7 @@ from tests.fakes.midjourney_server import (
     Vanish,
     WebpImage,
 )
+from tests.integration.intake_helpers import generate_behind_a_full_gate
 from tests.integration.provider_helpers import Progress, compile_for, generation_request
 
 SECRET = "s3cret-for-tests"
@@ -473,3 +474,18 @@ def test_a_config_that_cannot_work_is_refused(overrides: dict[str, Any]) -> None
     options: dict[str, Any] = {"base_url": "http://proxy:8080", **overrides}
     with pytest.raises(ValueError, match=r"\S"):
         MidjourneyConfig(**options)
+
+
+# --- the intake bound ----------------------------------------------------------------------
+
+
+async def test_the_download_waits_for_intake_room_outside_the_timeout(
+    fake: MidjourneyProxyFake, session: aiohttp.ClientSession, request_for: GenerationRequest
+) -> None:
+    provider = make(fake.base_url, session, upscale=3, timeout=2.0)
+
+    image, _ = await generate_behind_a_full_gate(
+        lambda request: provider.generate(request, Progress()), request_for, hold_seconds=2.2
+    )
+
+    assert opened(image.data).format == "PNG"

@@ -25,10 +25,12 @@ from caverna.providers.base import (
     ProviderImage,
 )
 from caverna.providers.http import new_session
+from caverna.providers.intake import IntakeGate
 from caverna.providers.openai import OpenAIConfig, OpenAIProvider, end_user_id
 from caverna.providers.pricing import DEFAULT_PRICES, PriceKey, PriceTable
 from tests.fakes import openai_server as fake_api
 from tests.fakes.openai_server import FakeOpenAI, Fault
+from tests.integration.intake_helpers import WatchedTicket, generate_behind_a_full_gate
 from tests.integration.provider_helpers import Progress, compile_for, generation_request
 
 API_KEY = "sk-test-0123456789"
@@ -784,3 +786,32 @@ async def test_health_is_false_when_the_model_is_gone(
 
     assert await provider.health() is False
     assert fake.requests[0].path == "/v1/models/gpt-image-0"
+
+
+# --- the intake bound ----------------------------------------------------------------------
+
+
+async def test_the_body_waits_for_intake_room_outside_the_timeout(
+    fake: FakeOpenAI, session: aiohttp.ClientSession, compiled: CompiledPrompt
+) -> None:
+    provider = provider_for(fake, session, timeout=0.5)
+
+    image, _ = await generate_behind_a_full_gate(
+        lambda request: provider.generate(request, Progress()),
+        request_for(compiled),
+        hold_seconds=0.8,
+    )
+
+    assert decoded(image.data).format == "WEBP"
+
+
+async def test_an_error_answer_takes_no_intake_room(
+    fake: FakeOpenAI, provider: OpenAIProvider, compiled: CompiledPrompt
+) -> None:
+    fake.fail_next(fake_api.rate_limited())
+    watched = WatchedTicket(IntakeGate(1).ticket())
+
+    error = await failure(provider, dataclasses.replace(request_for(compiled), intake=watched))
+
+    assert error.code == ErrorKind.RATE_LIMITED
+    assert watched.admits == 0

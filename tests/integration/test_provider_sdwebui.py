@@ -33,6 +33,7 @@ from tests.fakes.sdwebui_server import (
     unauthorized,
     validation_error,
 )
+from tests.integration.intake_helpers import generate_behind_a_full_gate
 from tests.integration.provider_helpers import Progress, compile_for, generation_request
 
 USER, PASSWORD = "artist", "pa55:word"
@@ -388,3 +389,18 @@ def test_a_config_that_cannot_work_is_refused(overrides: dict[str, Any]) -> None
     options: dict[str, Any] = {"base_url": "http://gpu-box:7860", **overrides}
     with pytest.raises(ValueError, match=r"\S"):
         SDWebUIConfig(**options)
+
+
+# --- the intake bound ----------------------------------------------------------------------
+
+
+async def test_the_answer_waits_for_intake_room_outside_the_timeout(
+    fake: SDWebUIFake, session: aiohttp.ClientSession, request_for: GenerationRequest
+) -> None:
+    provider = make(fake.base_url, session, timeout=1.0)
+
+    image, _ = await generate_behind_a_full_gate(
+        lambda request: provider.generate(request, Progress()), request_for, hold_seconds=1.2
+    )
+
+    assert opened(image.data).size == SIZE

@@ -26,6 +26,7 @@ from caverna.providers.pricing import PriceTable
 from caverna.providers.stability import StabilityConfig, StabilityProvider
 from tests.fakes import stability_server as fake_api
 from tests.fakes.stability_server import FakeStability, Fault
+from tests.integration.intake_helpers import generate_behind_a_full_gate
 from tests.integration.provider_helpers import Progress, compile_for, generation_request
 
 API_KEY = "sk-stability-test-42"
@@ -536,3 +537,20 @@ async def test_a_closed_port_means_the_provider_is_down(
 
     assert error.code == ErrorKind.PROVIDER_DOWN
     assert error.retryable is True
+
+
+# --- the intake bound ----------------------------------------------------------------------
+
+
+async def test_the_body_waits_for_intake_room_outside_the_timeout(
+    fake: FakeStability, session: aiohttp.ClientSession, compiled: CompiledPrompt
+) -> None:
+    provider = provider_for(fake.base_url, session, timeout=0.5)
+
+    image, _ = await generate_behind_a_full_gate(
+        lambda request: provider.generate(request, Progress()),
+        request_for(compiled, "webp"),
+        hold_seconds=0.8,
+    )
+
+    assert decoded(image.data).format == "WEBP"

@@ -14,9 +14,11 @@ import pytest
 from PIL import Image, ImageDraw
 
 from caverna.imaging import (
+    Analyser,
     DeliveryFormat,
     ImageMetadata,
     ImageRejected,
+    make_derivatives,
     process_image,
     read_metadata,
     sniff_format,
@@ -274,6 +276,7 @@ def test_an_image_without_metadata_reads_as_empty() -> None:
 def test_thumbnail_fits_the_longest_side_and_keeps_alpha() -> None:
     raw = encoded(picture("RGBA", (1000, 500)), "PNG")
     result = process_image(raw, delivery="webp", metadata=META)
+    assert result.thumbnail is not None
     assert result.thumbnail_content_type == "image/webp"
     assert sniff_format(result.thumbnail) == "webp"
     mode, size, _ = pixels(result.thumbnail)
@@ -282,11 +285,13 @@ def test_thumbnail_fits_the_longest_side_and_keeps_alpha() -> None:
     portrait = process_image(
         encoded(picture("RGB", (300, 900)), "PNG"), delivery="png", metadata=META, thumbnail_size=90
     )
+    assert portrait.thumbnail is not None
     assert pixels(portrait.thumbnail)[:2] == ("RGB", (30, 90))
 
 
 def test_thumbnail_never_upscales() -> None:
     result = process_image(encoded(picture(size=(100, 50)), "PNG"), delivery="png", metadata=META)
+    assert result.thumbnail is not None
     assert pixels(result.thumbnail)[1] == (100, 50)
 
 
@@ -412,3 +417,66 @@ def test_format_comes_from_magic_bytes() -> None:
         sniff_format(encoded(picture(), "GIF"))
     assert caught.value.code == "unsupported_image_format"
     assert "GIF" in caught.value.message
+
+
+# -- completion without a decode, and the derivatives pass --------------------------------------
+
+
+def test_without_a_thumbnail_a_passthrough_image_is_never_decoded() -> None:
+    raw = bytearray(encoded(picture(size=(320, 200)), "WEBP", quality=80))
+    raw[40:] = b"\xff" * (len(raw) - 40)  # the container holds; the bitstream is garbage
+    damaged = bytes(raw)
+
+    delivered = process_image(damaged, delivery="webp", metadata=META, with_thumbnail=False)
+
+    assert delivered.thumbnail is None
+    assert (delivered.width, delivered.height) == (320, 200)
+    assert not delivered.reencoded
+    assert read_metadata(delivered.data)["image_id"] == META.image_id
+    with pytest.raises(ImageRejected) as caught:  # the decode would have refused it
+        process_image(damaged, delivery="webp", metadata=META)
+    assert caught.value.code == "corrupt_image"
+    with pytest.raises(ImageRejected) as later:  # and the derivatives pass does
+        make_derivatives(delivered.data)
+    assert later.value.code == "corrupt_image"
+
+
+def test_a_conversion_still_decodes_and_leaves_the_thumbnail_out() -> None:
+    delivered = process_image(
+        encoded(picture(), "PNG"), delivery="webp", metadata=META, with_thumbnail=False
+    )
+    assert delivered.reencoded
+    assert delivered.thumbnail is None
+    assert pixels(delivered.data)[1] == (96, 64)
+
+
+def red_mean(image: Image.Image) -> dict[str, Any]:
+    red, _green, _blue = image.convert("RGB").resize((1, 1)).tobytes()
+    return {"red": red}
+
+
+def refuses(image: Image.Image) -> dict[str, Any]:
+    raise RuntimeError("cannot judge this one")
+
+
+@pytest.mark.parametrize("delivery", ["webp", "png", "avif"])
+def test_derivatives_decode_the_stored_image_once_for_thumbnail_and_analysers(
+    delivery: DeliveryFormat,
+) -> None:
+    stored = process_image(
+        encoded(Image.new("RGB", (1024, 640), "#F00000"), "PNG"),
+        delivery=delivery,
+        metadata=META,
+        with_thumbnail=False,
+    ).data
+
+    derived = make_derivatives(
+        stored, analysers=(Analyser("palette", red_mean), Analyser("judge", refuses))
+    )
+
+    assert (derived.width, derived.height) == (1024, 640)
+    assert derived.thumbnail_content_type == "image/webp"
+    assert pixels(derived.thumbnail)[1] == (256, 160)
+    assert derived.analyses["palette"]["red"] >= 0xE8
+    assert derived.errors == {"judge": "RuntimeError: cannot judge this one"}
+    assert pickle.loads(pickle.dumps(derived)) == derived  # crosses the process pool

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import html
+import re
 import uuid
 
 from caverna.domain.jobs import JobStatus
@@ -166,3 +168,111 @@ async def test_gallery_filters_empty_states_and_language(studio: Studio) -> None
     assert "Your images" in (await studio.client.get("/gallery")).text
     await studio.client.get("/lang/pt-BR?next=/gallery")
     assert "Suas imagens" in (await studio.client.get("/gallery")).text
+
+
+async def test_a_rejection_needs_a_reason_and_a_bad_review_stores_nothing(studio: Studio) -> None:
+    await studio.login()
+    csrf = await studio.csrf()
+    submitted = await studio.runtime.generation.submit("ana", {"seed": 3})
+    await asyncio.wait_for(studio.runtime.worker().run(asyncio.Event(), max_jobs=1), 30)
+    here = f"/images/{submitted.job.id}"
+
+    for form, field in (
+        ({"verdict": "rejected", "note": "too dark"}, "Motivo"),
+        ({"verdict": "rejected", "reason": "ugly"}, "Motivo"),
+        ({"verdict": "maybe"}, "Avaliação"),
+    ):
+        answer = await studio.client.post(f"{here}/review", data={"csrf_token": csrf, **form})
+        assert answer.status_code == 422, form
+        assert 'id="review-problems" role="alert"' in answer.text
+        assert f"<strong>{field}</strong>" in answer.text
+        assert await studio.runtime.jobs.review(submitted.job.id) is None
+    missing = await studio.client.post(
+        f"{here}/review", data={"csrf_token": csrf, "verdict": "rejected", "note": "too dark"}
+    )
+    assert "Escolha o motivo da reprovação." in missing.text
+    assert 'value="too dark"' in missing.text  # what was typed is kept for the next try
+
+    approved = await studio.client.post(
+        f"{here}/review", data={"csrf_token": csrf, "verdict": "approved", "note": "on model"}
+    )
+    assert approved.status_code == 303
+    page = await studio.client.get(here)
+    assert 'id="review-state">Aprovada</span>' in page.text
+    assert "on model" in page.text
+    rejected = await studio.client.post(
+        f"{here}/review",
+        data={"csrf_token": csrf, "verdict": "rejected", "reason": "anatomy"},
+    )
+    assert rejected.status_code == 303
+    stored = await studio.runtime.jobs.review(submitted.job.id)
+    assert stored is not None
+    assert (stored["review_status"], stored["review_reason"]) == ("rejected", "anatomy")
+    page = await studio.client.get(here)
+    assert 'id="review-state">Reprovada: Problemas de anatomia</span>' in page.text
+
+
+async def test_a_revoked_share_link_says_so_in_the_visitors_language(studio: Studio) -> None:
+    await studio.login()
+    csrf = await studio.csrf()
+    submitted = await studio.runtime.generation.submit("ana", {"seed": 4})
+    await asyncio.wait_for(studio.runtime.worker().run(asyncio.Event(), max_jobs=1), 30)
+    here = f"/images/{submitted.job.id}"
+    await studio.client.post(f"{here}/share", data={"csrf_token": csrf})
+    (share,) = await studio.runtime.sharing.for_image(submitted.job.id)
+    await studio.client.post(f"{here}/revoke", data={"csrf_token": csrf, "share_id": str(share.id)})
+    page = await studio.client.get(here)
+    assert '<span class="badge">Revogado</span>' in page.text
+    broken = await studio.client.post(f"{here}/revoke", data={"csrf_token": csrf, "share_id": "x"})
+    assert broken.status_code == 422
+    assert 'role="alert"' in broken.text
+
+
+async def test_the_generate_page_is_drawn_with_its_live_state(studio: Studio) -> None:
+    """What the script would show first is in the page already, so nothing moves when it runs."""
+    await studio.login()
+    page = await studio.client.get("/generate")
+    assert '<p class="ok">Pronto para gerar.</p>' in page.text
+    prompt = re.search(r'<pre id="prompt" class="prompt" tabindex="0">([^<]+)</pre>', page.text)
+    assert prompt is not None
+    assert len(prompt.group(1)) > 200  # the compiled prompt of the pack's defaults
+    csrf = csrf_of(page.text)
+    check = await studio.client.post("/web/check", json={}, headers={"x-csrf-token": csrf})
+    assert check.json()["compiled"]["prompt"] == html.unescape(prompt.group(1))
+
+    # a rejected form comes back with its choice, its problems and what that choice rules out
+    answer = await studio.client.post(
+        "/generate",
+        data={"csrf_token": csrf, "pose": "arms-crossed", "props": ["torch"]},
+    )
+    assert answer.status_code == 422
+    torch = re.search(
+        r'<label class="check" data-kind="prop" data-option="torch">\s*'
+        r'<input type="checkbox" name="props" value="torch" checked>',
+        answer.text,
+    )
+    assert torch is not None  # chosen: kept, never disabled
+    phone = re.search(
+        r'<label class="check disabled" data-kind="prop" data-option="smartphone">.*?'
+        r'<small class="reason">([^<]+)</small>',
+        answer.text,
+        re.S,
+    )
+    assert phone is not None
+    assert "Braços cruzados" in html.unescape(phone.group(1))
+    assert '<button type="submit" class="primary" id="submit" disabled>' in answer.text
+
+
+async def test_the_image_page_names_parameters_by_their_pack_labels(studio: Studio) -> None:
+    await studio.login()
+    submitted = await studio.runtime.generation.submit(
+        "ana", {"frame": "onboarding/lighting-the-torch", "seed": 12}
+    )
+    page = await studio.client.get(f"/images/{submitted.job.id}")
+    text = html.unescape(page.text)
+    assert "Quadro: Acendendo a tocha <code>onboarding/lighting-the-torch</code>" in text
+    assert "Semente: 12" in text
+    assert "scene_notes" not in text  # unset: not shown
+    studio.client.cookies.set("caverna_lang", "en")
+    english = await studio.client.get(f"/images/{submitted.job.id}")
+    assert "Frame: Lighting the torch" in html.unescape(english.text)

@@ -13,10 +13,12 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from caverna import __version__
+from caverna.api.deps import quota_refused
 from caverna.api.metrics import HttpMetrics
 from caverna.api.problems import (
     ApiProblem,
@@ -24,11 +26,13 @@ from caverna.api.problems import (
     install_problem_handlers,
     problem_response,
 )
-from caverna.api.routes import admin, catalog, health, images, media, sequences
+from caverna.api.request_id import RequestId
+from caverna.api.routes import admin, catalog, health, images, media, reports, sequences
 from caverna.api.schemas import Problem
 from caverna.api.state import build_state
 from caverna.bootstrap import Container, Runtime, open_runtime
 from caverna.domain.accounts import NewKey
+from caverna.services.quotas import QuotaExceeded
 
 DEFAULT_MAX_BODY_BYTES = 256 * 1024
 
@@ -76,14 +80,24 @@ def create_app(
     if runtime is not None:  # usable before (or without) the lifespan, e.g. in ASGI tests
         app.state.api = build_state(runtime, events_poll_seconds=options.events_poll_seconds)
     install_problem_handlers(app)
+    app.add_exception_handler(QuotaExceeded, _quota_refused_late)
     _document_problems(app)
 
     app.add_middleware(HttpMetrics)
 
-    for module in (images, sequences, catalog, admin, health, media):
+    for module in (images, sequences, catalog, admin, health, media, reports):
         app.include_router(module.router)
     app.add_middleware(BodyLimit, max_bytes=options.max_body_bytes)
+    app.add_middleware(RequestId)  # outermost: every answer carries it, the 413 above too
     return app
+
+
+async def _quota_refused_late(request: Request, exc: Exception) -> JSONResponse:
+    """A submit refused by the quota its insert holds (a concurrent submit got past the early
+    check) is answered and audited like the early refusal: 429 quota_exceeded, Retry-After."""
+    assert isinstance(exc, QuotaExceeded)
+    owner = exc.user_id or "unknown"
+    return problem_response(await quota_refused(request.app.state.api, owner, exc))
 
 
 def _document_problems(app: FastAPI) -> None:
@@ -154,19 +168,30 @@ class BodyLimit:
             await self._refuse(scope, receive, send)
             return
         seen = 0
+        over = started = False
 
         async def counted() -> Message:
-            nonlocal seen
+            nonlocal seen, over
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
+                    over = True
                     raise _TooLarge
             return message
 
-        try:
-            await self.app(scope, counted, send)
-        except _TooLarge:
+        async def guarded(message: Message) -> None:
+            nonlocal started
+            # FastAPI turns any failure while reading a body into its own 400: once the limit
+            # is passed, that answer is dropped and the 413 below sent instead
+            if over and not started:
+                return
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        with contextlib.suppress(_TooLarge):
+            await self.app(scope, counted, guarded)
+        if over and not started:
             await self._refuse(scope, receive, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -19,7 +20,9 @@ from caverna.services.safety import ContentBlocked, ModerationUnavailable
 bearer = HTTPBearer(auto_error=False, description="An API key: `cav_` and 43 characters.")
 
 
-def get_state(request: Request) -> ApiState:
+async def get_state(request: Request) -> ApiState:
+    # async although it awaits nothing: FastAPI runs a plain `def` dependency in a worker
+    # thread, a hop that cost more CPU per status poll than the poll's own database read
     state: ApiState = request.app.state.api
     return state
 
@@ -87,28 +90,46 @@ async def check_quota(state: ApiState, principal: Principal, images: int) -> Non
     try:
         await state.runtime.quotas.check(principal.user_id, images)
     except QuotaExceeded as exc:
-        await state.runtime.audit.record(
-            principal.user_id,
-            AuditAction.QUOTA_REJECTED,
-            principal.user_id,
-            quota=exc.kind,
-            limit=exc.limit,
-            used=exc.used,
-            asked=images,
-        )
-        wait = max(1, int((exc.resets_at - state.runtime.clock()).total_seconds()))
-        raise ApiProblem(
-            429,
-            "quota_exceeded",
-            str(exc),
-            headers={"Retry-After": str(wait)},
-            extra={
-                "quota": exc.kind,
-                "limit": exc.limit,
-                "used": exc.used,
-                "resets_at": exc.resets_at.isoformat(),
-            },
-        ) from None
+        raise await quota_refused(state, principal.user_id, exc, images) from None
+
+
+async def quota_refused(
+    state: ApiState, actor: str, exc: QuotaExceeded, images: int | None = None
+) -> ApiProblem:
+    """The audited 429 for a quota refusal, whether the early check or the insert refused."""
+    owner = exc.user_id or actor
+    await state.runtime.audit.record(
+        actor,
+        AuditAction.QUOTA_REJECTED,
+        owner,
+        quota=exc.kind,
+        limit=exc.limit,
+        used=exc.used,
+        asked=images if images is not None else exc.asked,
+    )
+    wait = max(1, int((exc.resets_at - state.runtime.clock()).total_seconds()))
+    return ApiProblem(
+        429,
+        "quota_exceeded",
+        str(exc),
+        headers={"Retry-After": str(wait)},
+        extra={
+            "quota": exc.kind,
+            "limit": exc.limit,
+            "used": exc.used,
+            "resets_at": exc.resets_at.isoformat(),
+        },
+    )
+
+
+@contextlib.asynccontextmanager
+async def quota_held(state: ApiState, principal: Principal) -> AsyncIterator[None]:
+    """Around a submit: the insert's own refusal becomes the same audited 429 as check_quota's
+    (check_quota reads usage before the insert, so a concurrent submit can still get past it)."""
+    try:
+        yield
+    except QuotaExceeded as exc:
+        raise await quota_refused(state, principal.user_id, exc) from None
 
 
 async def check_safety(state: ApiState, principal: Principal, params: Mapping[str, Any]) -> None:

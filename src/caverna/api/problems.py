@@ -8,6 +8,7 @@ string reads like a wrong option in a body.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
@@ -15,11 +16,19 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from caverna.domain.problems import InvalidCallbackUrl, Problem, ProblemCode, ProblemsError
+from caverna.logs import bound
 
 PROBLEM_JSON = "application/problem+json"
+log = logging.getLogger(__name__)
+# SQLSTATEs of a database that cannot serve right now: connection exceptions (08), insufficient
+# resources such as too many connections (53), operator intervention such as a shutdown (57), and
+# 55000, which is how a database that refuses connections (ALLOW_CONNECTIONS false) answers
+_UNAVAILABLE_SQLSTATES = ("08", "53", "57", "55000")
 
 
 class ApiProblem(Exception):
@@ -74,6 +83,9 @@ def problem_body(
     }
     if errors:
         body["errors"] = [dict(error) for error in errors]
+    request_id = bound().get("request_id")
+    if isinstance(request_id, str):  # bound by the request id layer for the request's lifetime
+        body["request_id"] = request_id
     return body
 
 
@@ -122,10 +134,43 @@ def problems_status(problems: Sequence[Problem]) -> int:
     return 422 if problems else 400
 
 
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether an error means the database cannot be reached now (not that a query is wrong).
+
+    A dropped connection, a refused one, a full pool or a database in shutdown is an outage the
+    client should wait out (503), while a constraint violation or bad SQL stays a 500 bug.
+    """
+    if isinstance(exc, PoolTimeout | ConnectionError):
+        return True
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated or isinstance(exc, InterfaceError | OperationalError):
+        return True
+    state = getattr(exc.orig, "sqlstate", None)
+    return isinstance(state, str) and state.startswith(_UNAVAILABLE_SQLSTATES)
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiProblem)
     async def _api_problem(_request: Request, exc: ApiProblem) -> JSONResponse:
         return problem_response(exc)
+
+    async def _database_down(request: Request, exc: Exception) -> JSONResponse:
+        if not database_unavailable(exc):
+            raise exc  # a real bug: answered 500 (and logged) by the outer layers
+        log.warning(
+            "database unavailable answering %s %s: %s", request.method, request.url.path, exc
+        )
+        problem = ApiProblem(
+            503,
+            "database_unavailable",
+            "the database cannot be reached; retry shortly",
+            headers={"Retry-After": "2"},
+        )
+        return problem_response(problem)
+
+    for kind in (DBAPIError, PoolTimeout, ConnectionError):
+        app.add_exception_handler(kind, _database_down)
 
     @app.exception_handler(ProblemsError)
     async def _domain_problem(_request: Request, exc: ProblemsError) -> JSONResponse:

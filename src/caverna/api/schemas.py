@@ -11,11 +11,12 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from caverna.brand.schema import Locale
 from caverna.domain.accounts import Role
-from caverna.prompting.params import MAX_PROPS_ACCEPTED, MAX_SEED, SCENE_NOTES_MAX
+from caverna.prompting.params import MAX_PROPS_ACCEPTED, MAX_SEED, SCENE_NOTES_MAX, clean_text
+from caverna.services.consistency_reports import NOTE_MAX, ReviewReason, ReviewVerdict
 from caverna.services.webhooks import MAX_URL_LENGTH
 
 OptionId = Annotated[str, Field(min_length=1, max_length=64)]
@@ -155,6 +156,12 @@ class ImageDetail(BaseModel):
     created_at: datetime
     started_at: datetime | None
     completed_at: datetime | None
+    # brand consistency (None until the post-completion pass has run), the prompt variant, and
+    # the image this one re-rolls (None for an original)
+    consistency: Consistency | None = None
+    variant: str | None = None
+    reroll_of: uuid.UUID | None = None
+    reroll_attempt: int | None = None
 
 
 class ImageList(BaseModel):
@@ -233,6 +240,7 @@ class Problem(BaseModel):
     code: str = Field(examples=["invalid_parameters"])
     detail: str
     errors: list[ProblemEntry] | None = None
+    request_id: str | None = Field(None, description="As in the X-Request-Id header")
 
 
 class UserOut(BaseModel):
@@ -270,7 +278,8 @@ class NewKeyRequest(BaseModel):
 
 
 class QuotaRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict like the other bodies: "12", true or 1.0 for a count is a client's mistake
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     daily_images: Annotated[int, Field(ge=0, le=10_000_000)] | None = None
     monthly_usd: Annotated[float, Field(ge=0, le=10_000_000)] | None = None
@@ -321,3 +330,101 @@ class BulkStatus(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+
+
+# -- brand consistency: reports, reviews, re-rolls ----------------------------------------------
+
+
+class Consistency(BaseModel):
+    """An image's consistency report (see docs/consistency.md): the overall score (0-1, None
+    when every check was skipped), the worst check's status, and the full report."""
+
+    score: float | None
+    status: str
+    report: dict[str, Any]
+
+
+class ReviewRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    verdict: ReviewVerdict
+    # required to reject, ignored when approving
+    reason: ReviewReason | None = None
+    note: Annotated[str, Field(max_length=NOTE_MAX), AfterValidator(clean_text)] | None = None
+
+
+class ReviewOut(BaseModel):
+    image_id: uuid.UUID
+    review_status: str | None
+    review_reason: str | None
+    review_note: str | None
+    reviewed_by: str | None
+    reviewed_at: datetime | None
+    reasons: list[str]
+
+
+class RerollAttempt(BaseModel):
+    image_id: uuid.UUID
+    attempt: int | None
+    status: str
+    seed: int | None
+    score: float | None
+    cost_usd: float | None
+
+
+class RerollPolicyOut(BaseModel):
+    enabled: bool
+    below: float | None
+    max_attempts: int
+    budget_usd: float
+
+
+class Rerolls(BaseModel):
+    original_id: uuid.UUID
+    original_score: float | None
+    attempts: list[RerollAttempt]
+    spent_usd: float
+    best_image_id: uuid.UUID | None
+    policy: RerollPolicyOut
+
+
+class SequenceReportFrame(BaseModel):
+    frame_id: str
+    image_id: uuid.UUID
+    title: str
+    status: str
+    score: float | None
+    consistency_status: str | None
+    palette: float | None
+    lighting: float | None
+    brightness: float | None
+    breaks: bool
+
+
+class SequenceReportOut(BaseModel):
+    sequence_id: uuid.UUID
+    frames: list[SequenceReportFrame]
+    analysed: int
+    # the continuity report (transitions, outliers, breaks, reasons, thresholds); None until a
+    # frame has a consistency report
+    continuity: dict[str, Any] | None
+
+
+class TemplateGroup(BaseModel):
+    template_version: str | None = None
+    provider: str | None = None
+    pose: str | None = None
+    frame: str | None = None
+    variant: str | None = None
+    count: int
+    reviewed: int
+    approved: int
+    approval_rate: float | None
+    interval: list[float] | None = Field(description="Wilson 95% interval of the approval rate")
+    mean_score: float | None
+    scored: int
+
+
+class TemplateReport(BaseModel):
+    by: list[str]
+    groups: list[TemplateGroup]

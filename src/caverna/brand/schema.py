@@ -8,9 +8,18 @@ bilingual because the people choosing options read Portuguese first.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    StringConstraints,
+    field_validator,
+    model_serializer,
+)
 
 Locale = Literal["pt-BR", "en"]
 LOCALES: tuple[Locale, ...] = ("pt-BR", "en")
@@ -269,6 +278,46 @@ class Safety(StrictModel):
     blocked_terms: list[BlockedTerm] = Field(default_factory=list, max_length=500)
 
 
+# Foundation sections present in every prompt; lighting is left out because a frame replaces it.
+VariantSection = Literal["subject", "signature", "body", "environment", "style", "safeguards"]
+VARIANT_SECTIONS: tuple[VariantSection, ...] = (
+    "subject",
+    "signature",
+    "body",
+    "environment",
+    "style",
+    "safeguards",
+)
+
+
+class PromptVariant(StrictModel):
+    """One arm of an A/B test: the section's text for jobs assigned to it."""
+
+    id: Annotated[str, StringConstraints(pattern=SLUG_PATTERN, min_length=1, max_length=16)]
+    weight: float = Field(default=1.0, gt=0.0, le=100.0, description="Relative share of jobs.")
+    sentences: list[PromptText] = Field(
+        default_factory=list,
+        max_length=12,
+        description="Replace the section's sentences; empty keeps the section as written.",
+    )
+
+
+class SectionVariants(StrictModel):
+    """Alternative texts for one foundation section, assigned to jobs by a hash of their params."""
+
+    section: VariantSection
+    options: list[PromptVariant] = Field(min_length=2, max_length=8)
+
+    @field_validator("options")
+    @classmethod
+    def _unique_ids(cls, options: list[PromptVariant]) -> list[PromptVariant]:
+        ids = [option.id for option in options]
+        repeated = sorted({i for i in ids if ids.count(i) > 1})
+        if repeated:
+            raise ValueError(f"variant ids must be unique; repeated: {', '.join(repeated)}")
+        return options
+
+
 class Foundation(StrictModel):
     """`foundation.yaml`: what is true in every image of the pack."""
 
@@ -278,6 +327,15 @@ class Foundation(StrictModel):
     safeguards: Safeguards
     negative_prompt: list[Term] = Field(min_length=1, max_length=60)
     safety: Safety = Safety()
+    variants: SectionVariants | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_variants(self, handler: SerializerFunctionWrapHandler) -> Any:
+        """A pack without variants dumps (and so hashes) exactly as before variants existed."""
+        data = handler(self)
+        if self.variants is None and isinstance(data, dict):
+            data.pop("variants", None)
+        return data
 
 
 # --- catalog ------------------------------------------------------------------------------------

@@ -14,7 +14,14 @@ from rich.table import Table
 from caverna import __version__
 from caverna.bootstrap import Container, build_container
 from caverna.brand.schema import Locale
-from caverna.cli import keys_commands, runtime_commands, serve_command, webhooks_commands
+from caverna.cli import (
+    keys_commands,
+    ops_commands,
+    report_commands,
+    runtime_commands,
+    serve_command,
+    webhooks_commands,
+)
 from caverna.cli.options import (
     AspectRatioOpt,
     FootwearOpt,
@@ -293,6 +300,8 @@ runtime_commands.register(app, _container, _fail)
 keys_commands.register(app, _container, _fail)
 serve_command.register(app, _container, _fail)
 webhooks_commands.register(app, _container, _fail)
+ops_commands.register(app, _container, _fail)
+report_commands.register(app, _container)
 
 
 def main() -> None:

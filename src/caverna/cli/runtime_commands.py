@@ -45,6 +45,8 @@ from caverna.cli.options import (
 from caverna.db.migrate import upgrade
 from caverna.domain.jobs import ImageJob, JobStatus
 from caverna.domain.problems import ProblemsError
+from caverna.metrics_server import MetricsServer, queue_collector
+from caverna.services.quotas import QuotaExceeded
 from caverna.services.safety import ModerationUnavailable
 
 T = TypeVar("T")
@@ -109,7 +111,7 @@ def register(app: typer.Typer, make_container: ContainerFactory, fail: FailHandl
         except ProblemsError as exc:  # content_blocked included
             fail(exc, as_json)
             raise typer.Exit(EXIT_INVALID) from None
-        except ModerationUnavailable as exc:
+        except (ModerationUnavailable, QuotaExceeded) as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(EXIT_FAILED) from None
 
@@ -208,8 +210,30 @@ def register(app: typer.Typer, make_container: ContainerFactory, fail: FailHandl
         packs: Annotated[
             list[Path] | None, typer.Option("--packs", help="Extra pack folder.")
         ] = None,
+        metrics_port: Annotated[
+            int | None,
+            typer.Option(
+                "--metrics-port",
+                min=0,
+                max=65535,
+                help="Serve /metrics and /healthz on this port (0: any free one; default: "
+                "CAVERNA_WORKER_METRICS_PORT, else no endpoint).",
+            ),
+        ] = None,
+        metrics_host: Annotated[
+            str | None,
+            typer.Option(
+                "--metrics-host",
+                help="Address of the metrics endpoint (default: CAVERNA_WORKER_METRICS_HOST, "
+                "127.0.0.1).",
+            ),
+        ] = None,
     ) -> None:
-        """Process queued jobs until stopped (SIGTERM or Ctrl-C finish the jobs in hand first)."""
+        """Process queued jobs until stopped (SIGTERM or Ctrl-C finish the jobs in hand first).
+
+        With a metrics port, the provider metrics this process counts and the queue gauges are
+        served at /metrics, and /healthz answers 200 while the loop runs.
+        """
 
         async def work(runtime: Runtime) -> int:
             stop = asyncio.Event()
@@ -218,13 +242,25 @@ def register(app: typer.Typer, make_container: ContainerFactory, fail: FailHandl
                 with contextlib.suppress(NotImplementedError):
                     loop.add_signal_handler(sig, stop.set)
             instance = runtime.worker(concurrency=concurrency)
+            running: list[asyncio.Task[None]] = []
+            settings = runtime.settings
+            port = metrics_port if metrics_port is not None else settings.worker_metrics_port
+            server = None
+            if port is not None:
+                host = metrics_host or settings.worker_metrics_host
+                server = await _serve_metrics(
+                    runtime, host, port, alive=lambda: bool(running) and not running[0].done()
+                )
             typer.echo(f"worker {instance.worker_id} started", err=True)
             background = runtime.background(stop)
             try:
-                await instance.run(stop, max_jobs=max_jobs)
+                running.append(asyncio.create_task(instance.run(stop, max_jobs=max_jobs)))
+                await running[0]
             finally:
                 stop.set()
                 await asyncio.gather(*background, return_exceptions=True)
+                if server is not None:
+                    await server.aclose()
             return instance.processed
 
         processed = run(work, packs)
@@ -280,6 +316,27 @@ def register(app: typer.Typer, make_container: ContainerFactory, fail: FailHandl
 
         removed = run(work, None)
         typer.echo(f"removed {removed} cache entr{'y' if removed == 1 else 'ies'}")
+
+
+async def _serve_metrics(
+    runtime: Runtime, host: str, port: int, *, alive: Callable[[], bool]
+) -> MetricsServer:
+    """Start the worker's metrics endpoint before it claims anything: a port that cannot be
+    had stops the worker at once, with the reason, rather than leaving it running unwatched."""
+    assert runtime.metrics is not None
+    registry = runtime.metrics.registry
+    collector = queue_collector(
+        registry, runtime.jobs, providers=list(runtime.providers), clock=runtime.clock
+    )
+    server = MetricsServer(registry, alive=alive, collector=collector)
+    try:
+        bound_host, bound_port = await server.start(host, port)
+    except OSError as exc:
+        typer.echo(f"error: cannot serve metrics on {host}:{port}: {exc}", err=True)
+        raise typer.Exit(EXIT_FAILED) from None
+    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+    typer.echo(f"metrics on http://{shown}:{bound_port}/metrics", err=True)
+    return server
 
 
 async def _wait_with_worker(

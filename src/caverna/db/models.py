@@ -134,12 +134,23 @@ class ImageRow(Base):
     webhook_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     webhook_next_at: Mapped[datetime | None]
     webhook_error: Mapped[str | None] = mapped_column(Text)
+    # the post-completion pass (thumbnail, analyses): pending, done or failed; NULL for rows that
+    # never completed, and for rows completed before the pass existed (thumbnail made inline)
+    derivatives_status: Mapped[str | None] = mapped_column(String(16))
     # an art director's verdict: approved or rejected, with a reason from the list and a note
     review_status: Mapped[str | None] = mapped_column(String(16))
     review_reason: Mapped[str | None] = mapped_column(String(64))
     review_note: Mapped[str | None] = mapped_column(Text)
     reviewed_by: Mapped[str | None] = mapped_column(String(64))
     reviewed_at: Mapped[datetime | None]
+    # brand consistency (migration 0008): the report as JSON, its overall score, the perceptual
+    # hash the near-duplicate check compares, the prompt variant, and the re-roll lineage
+    consistency: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    consistency_score: Mapped[float | None] = mapped_column(Float)
+    phash: Mapped[str | None] = mapped_column(String(16))
+    variant: Mapped[str | None] = mapped_column(String(32))
+    reroll_of: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    reroll_attempt: Mapped[int | None] = mapped_column(Integer)
 
     __table_args__ = (
         # a user's images, newest first; keyset pagination on (created_at, id)
@@ -156,6 +167,18 @@ class ImageRow(Base):
         Index("ix_images_dedupe", "params_hash", "template_version", "provider", "seed"),
         Index("ix_images_sequence", "sequence_id", "frame_index"),
         Index("ix_images_webhooks", "webhook_status", "webhook_next_at"),
+        # the derivatives pass's backlog, oldest completion first
+        Index("ix_images_derivatives", "derivatives_status", "completed_at"),
+        # approval analytics: grouped by template and provider, reviews and scores read along
+        Index(
+            "ix_images_analytics",
+            "template_version",
+            "provider",
+            "variant",
+            "review_status",
+            "consistency_score",
+        ),
+        Index("ix_images_reroll_of", "reroll_of"),
     )
 
 

@@ -18,8 +18,11 @@ from caverna.domain.problems import InvalidParametersError, Problem, ProblemCode
 
 USER_ID_MAX = 64
 KEY_NAME_MAX = 100
-_USER_ID = re.compile(r"[a-z0-9._-]+")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# a letter or digit first: '..' or '-x' would read as a path or an option where ids are shown
+_USER_ID = re.compile(r"[a-z0-9][a-z0-9._-]*")
+# control characters, and the invisible ones that change how the text around them reads in a
+# table (zero-width characters, bidi controls such as U+202E, the byte order mark)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
 
 
 class Role(StrEnum):
@@ -46,6 +49,7 @@ class AuditAction(StrEnum):
     SHARE_CREATED = "share_created"
     SHARE_REVOKED = "share_revoked"
     ADMIN_BOOTSTRAP = "admin_bootstrap"
+    STORAGE_GC = "storage_gc"
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +124,10 @@ def check_user_id(user_id: str, field_name: str = "user_id") -> str:
     Upper case is refused rather than folded: two spellings of one id would otherwise name the
     same user in some places (lookups) and different ones in others (storage keys, logs).
     """
-    allowed = f"1 to {USER_ID_MAX} characters: lowercase letters, digits, '.', '_' or '-'"
+    allowed = (
+        f"1 to {USER_ID_MAX} characters: lowercase letters, digits, '.', '_' or '-', "
+        "starting with a letter or digit"
+    )
     problem: Problem | None = None
     if len(user_id) > USER_ID_MAX:
         problem = Problem(ProblemCode.TOO_LONG, field_name, f"too long; use {allowed}")

@@ -102,6 +102,13 @@ class ImageJob:
     started_at: datetime | None
     completed_at: datetime | None
     deleted_at: datetime | None
+    # brand consistency, written by the derivatives pass, and the re-roll lineage
+    consistency: dict[str, Any] | None = None
+    consistency_score: float | None = None
+    phash: str | None = None
+    variant: str | None = None
+    reroll_of: uuid.UUID | None = None
+    reroll_attempt: int | None = None
 
     @property
     def terminal(self) -> bool:
@@ -127,6 +134,7 @@ class CompletedImage:
     seed: int | None
     provider: str
     attempt_log: list[dict[str, Any]]
+    variant: str | None = None  # the pack's prompt variant (A/B) the image was made with
 
 
 @dataclass(frozen=True, slots=True)

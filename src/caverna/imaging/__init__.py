@@ -1,5 +1,11 @@
 """Image intake and delivery: format sniffing, bomb checks, metadata embedding, thumbnails."""
 
+from caverna.imaging.derivatives import (
+    THUMBNAIL_SIZE,
+    Analyser,
+    Derivatives,
+    make_derivatives,
+)
 from caverna.imaging.formats import (
     CONTENT_TYPES,
     DELIVERY_FORMATS,
@@ -13,6 +19,7 @@ from caverna.imaging.formats import (
 from caverna.imaging.metadata import CAVERNA_NS, ImageMetadata, read_metadata
 from caverna.imaging.process import (
     ProcessedImage,
+    decode_image,
     encode_image,
     is_tiny_image,
     make_thumbnail,
@@ -24,14 +31,19 @@ __all__ = [
     "CONTENT_TYPES",
     "DELIVERY_FORMATS",
     "EXTENSIONS",
+    "THUMBNAIL_SIZE",
+    "Analyser",
     "DeliveryFormat",
+    "Derivatives",
     "ImageMetadata",
     "ImageRejected",
     "ProcessedImage",
     "RejectionCode",
     "SniffedFormat",
+    "decode_image",
     "encode_image",
     "is_tiny_image",
+    "make_derivatives",
     "make_thumbnail",
     "process_image",
     "read_metadata",

@@ -11,7 +11,7 @@ import functools
 import io
 import math
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from PIL import Image, ImageDraw, ImageFont
@@ -32,6 +32,9 @@ FONT_FILES = (
 NO_SUCH_CHARACTER = "\U0010fffd"  # a private-use code point: every font draws its "missing" box
 
 Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
+# Draws extra marks for one cell after its caption: (draw, cell index, (left, top, right, bottom)
+# of the cell's image square and caption together). Scores, status colours, outlines.
+CaptionHook = Callable[[ImageDraw.ImageDraw, int, tuple[int, int, int, int]], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +69,11 @@ def fit_within(width: int, height: int, box: int, *, enlarge: bool = False) -> t
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def compose_contact_sheet(cells: Sequence[SheetCell], layout: SheetLayout = SheetLayout()) -> bytes:
+def compose_contact_sheet(
+    cells: Sequence[SheetCell],
+    layout: SheetLayout = SheetLayout(),
+    caption_hook: CaptionHook | None = None,
+) -> bytes:
     """A PNG of `cells` left to right, top to bottom; unreadable or missing images stay blank.
 
     A broken frame must not cost the reviewer the rest of the sheet, so it becomes an empty
@@ -96,6 +103,8 @@ def compose_contact_sheet(cells: Sequence[SheetCell], layout: SheetLayout = Shee
         for number, line in enumerate(lines):
             y = top + layout.cell + layout.gap // 2 + number * line_height
             draw.text((left, y), line, fill=INK, font=font)
+        if caption_hook is not None:
+            caption_hook(draw, position, (left, top, left + layout.cell, top + step_y - layout.gap))
     out = io.BytesIO()
     sheet.save(out, format="PNG", optimize=False, compress_level=6)
     return out.getvalue()

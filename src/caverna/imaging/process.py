@@ -65,7 +65,8 @@ class ProcessedImage:
     width: int
     height: int
     sha256: str
-    thumbnail: bytes
+    # None when the thumbnail is left to the derivatives pass (see caverna.imaging.derivatives)
+    thumbnail: bytes | None
     thumbnail_content_type: str
     reencoded: bool
 
@@ -78,8 +79,14 @@ def process_image(
     thumbnail_size: int = 256,
     max_pixels: int = 40_000_000,
     max_bytes: int = 50 * 2**20,
+    with_thumbnail: bool = True,
 ) -> ProcessedImage:
     """Validate provider bytes, deliver them in `delivery` with `metadata` embedded, thumbnail them.
+
+    Without `with_thumbnail`, an image already in the delivery format is never decoded: its
+    header, container structure and frame count are checked, and the pixels are left to the
+    derivatives pass, which decodes them once for the thumbnail and every analysis. That decode
+    is most of the cost of a large image, so completing a job does not wait for it.
 
     Raises ImageRejected: unsupported_image_format (not PNG/JPEG/WebP, or animated),
     image_too_large (bytes or header-declared pixels over the limits, checked before decoding),
@@ -97,9 +104,10 @@ def process_image(
             "image_too_large", f"{width}x{height} exceeds the {max_pixels} pixel limit"
         )
     _check_structure(raw, fmt)
-    image = _decode(raw, fmt, (width, height))
+    passthrough = fmt == delivery
+    image = _decode(raw, fmt, (width, height), load=with_thumbnail or not passthrough)
 
-    if fmt == delivery:
+    if passthrough:
         data = _embed_in_container(raw, delivery, metadata, width, height)
         reencoded = False
     else:
@@ -113,7 +121,7 @@ def process_image(
         width=width,
         height=height,
         sha256=hashlib.sha256(data).hexdigest(),
-        thumbnail=make_thumbnail(image, thumbnail_size),
+        thumbnail=make_thumbnail(image, thumbnail_size) if with_thumbnail else None,
         thumbnail_content_type=THUMBNAIL_CONTENT_TYPE,
         reencoded=reencoded,
     )
@@ -145,14 +153,32 @@ def _check_structure(raw: bytes, fmt: SniffedFormat) -> None:
         riff_chunks(raw)
 
 
-def _decode(raw: bytes, fmt: SniffedFormat, declared: tuple[int, int]) -> Image.Image:
+def decode_image(raw: bytes, *, max_pixels: int = 40_000_000) -> Image.Image:
+    """Every pixel of a stored or provider image, with the same checks as `process_image`."""
+    fmt = sniff_format(raw)
+    if fmt not in _ACCEPTED_INPUT:
+        raise ImageRejected("unsupported_image_format", f"{fmt} input is not accepted")
+    width, height = header_size(raw, fmt)
+    if width * height > max_pixels:
+        raise ImageRejected(
+            "image_too_large", f"{width}x{height} exceeds the {max_pixels} pixel limit"
+        )
+    _check_structure(raw, fmt)
+    return _decode(raw, fmt, (width, height))
+
+
+def _decode(
+    raw: bytes, fmt: SniffedFormat, declared: tuple[int, int], *, load: bool = True
+) -> Image.Image:
+    """Open and check the image; `load` decodes the pixels (the costly part) too."""
     try:
         image = Image.open(io.BytesIO(raw), formats=[_PILLOW_FORMATS[fmt]])
         if image.size != declared:
             raise ImageRejected("corrupt_image", "the decoder disagrees with the header size")
         if getattr(image, "n_frames", 1) > 1:
             raise ImageRejected("unsupported_image_format", "animated images are not accepted")
-        image.load()
+        if load:
+            image.load()
     except Image.DecompressionBombError as exc:
         raise ImageRejected("image_too_large", str(exc)) from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:

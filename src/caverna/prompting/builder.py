@@ -10,6 +10,7 @@ from functools import lru_cache
 
 from caverna.brand.pack import BrandPack
 from caverna.brand.schema import OptionKind
+from caverna.consistency.variants import assign_variant
 from caverna.prompting.params import ResolvedParams, stable_hash
 from caverna.prompting.spec import PromptSpec, Section, SectionKey, template_version
 
@@ -161,8 +162,30 @@ def negative_terms(
     return tuple(kept)
 
 
-def build_spec(pack: BrandPack, params: ResolvedParams) -> PromptSpec:
+def variant_for(pack: BrandPack, params: ResolvedParams) -> str | None:
+    """The A/B variant a job gets: a hash of its canonical params and seed (None: no variants)."""
+    declared = pack.model.foundation.variants
+    if declared is None:
+        return None
+    choices = tuple((option.id, option.weight) for option in declared.options)
+    return assign_variant(params.canonical(), params.seed, choices, salt=declared.section)
+
+
+@lru_cache(maxsize=_MEMO_SIZE)
+def variant_sections(pack: BrandPack, variant: str) -> dict[SectionKey, Section]:
+    """The foundation sections with the declared section's text replaced by `variant`'s."""
     base = foundation_sections(pack)
+    declared = pack.model.foundation.variants
+    option = next((o for o in declared.options if o.id == variant), None) if declared else None
+    if declared is None or option is None or not option.sentences:
+        return base
+    key = SectionKey(declared.section)
+    return {**base, key: _section(key, base[key].label, *option.sentences)}
+
+
+def build_spec(pack: BrandPack, params: ResolvedParams) -> PromptSpec:
+    variant = variant_for(pack, params)
+    base = foundation_sections(pack) if variant is None else variant_sections(pack, variant)
     frame = frame_sections(pack, params.frame) if params.frame else {}
     sections = [
         base[SectionKey.SUBJECT],
@@ -203,4 +226,5 @@ def build_spec(pack: BrandPack, params: ResolvedParams) -> PromptSpec:
         sections=tuple(sections),
         must_keep=tuple(pack.model.foundation.character.must_never_change),
         negative=negative_terms(pack, refs, params.frame),
+        variant=variant,
     )

@@ -81,6 +81,7 @@ class PromptSpec:
     sections: tuple[Section, ...]
     must_keep: tuple[WeightedTrait, ...]
     negative: tuple[str, ...]
+    variant: str | None = None  # the A/B variant compiled, when the pack declares variants
 
     def section(self, key: SectionKey) -> Section | None:
         return next((s for s in self.sections if s.key == key), None)

@@ -8,12 +8,13 @@ logic never parse vendor error messages.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
 from caverna.imaging import DeliveryFormat
 from caverna.prompting.dialects.base import CompiledPrompt
+from caverna.providers.intake import UNBOUNDED, ImageIntake
 
 ProgressCallback = Callable[[float], Awaitable[None]]
 """Called with a fraction from 0 to 1 as generation advances."""
@@ -39,12 +40,15 @@ class GenerationRequest:
     """One image to make: the job it belongs to, the prompt in the provider's dialect, the format.
 
     `delivery` lets a provider that can encode natively return the final format, so the pipeline
-    never has to re-encode.
+    never has to re-encode. `intake` is the job's slot in the process's bound on images held
+    in memory: an adapter takes it (`admit_image`) after the response headers and before it
+    reads an image body.
     """
 
     job_id: str
     compiled: CompiledPrompt
     delivery: DeliveryFormat
+    intake: ImageIntake = field(default=UNBOUNDED, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from caverna.providers.base import (
     require_dialect,
 )
 from caverna.providers.http import kind_for_status, parse_retry_after, transport_errors
+from caverna.providers.intake import admit_image, call_deadline
 
 log = logging.getLogger(__name__)
 
@@ -122,12 +123,12 @@ class ComfyUIProvider:
         run = _Run(client_id=uuid.uuid4().hex, prompt_id=str(uuid.uuid4()), progress=progress)
         try:
             async with transport_errors(NAME):
-                deadline = asyncio.timeout(self.config.timeout)
+                deadline: asyncio.Timeout | None = None
                 try:
-                    async with deadline:
-                        data, content_type = await self._generate(run, graph, output_node)
+                    async with call_deadline(self.config.timeout) as deadline:
+                        data, content_type = await self._generate(run, graph, output_node, request)
                 except TimeoutError as exc:
-                    if not deadline.expired():
+                    if deadline is None or not deadline.expired():
                         raise  # a socket read timed out: transport_errors names it
                     raise provider_error(
                         ErrorKind.TIMEOUT,
@@ -149,7 +150,7 @@ class ComfyUIProvider:
         )
 
     async def _generate(
-        self, run: _Run, graph: dict[str, Any], output_node: str
+        self, run: _Run, graph: dict[str, Any], output_node: str, request: GenerationRequest
     ) -> tuple[bytes, str]:
         websocket = await self._open_websocket(run.client_id) if self.config.use_websocket else None
         try:
@@ -164,7 +165,7 @@ class ComfyUIProvider:
         run.finished = True
         image = _saved_image(entry, output_node, run.prompt_id)
         await run.report(END_FRACTION)
-        return await self._download(image)
+        return await self._download(image, request)
 
     async def _open_websocket(self, client_id: str) -> aiohttp.ClientWebSocketResponse | None:
         """The event stream, or None: polling still works, only less promptly and without steps."""
@@ -270,10 +271,12 @@ class ComfyUIProvider:
             )
         return entry
 
-    async def _download(self, image: _SavedImage) -> tuple[bytes, str]:
+    async def _download(self, image: _SavedImage, request: GenerationRequest) -> tuple[bytes, str]:
         params = {"filename": image.filename, "subfolder": image.subfolder, "type": image.type}
         async with self._session.get(self._url("/view"), params=params) as response:
             status = response.status
+            if status == 200:
+                await admit_image(request)
             data = await response.read()
         if status != 200:
             # The file was named by the server itself, so a 4xx is its inconsistency, not ours.

@@ -64,6 +64,7 @@ from caverna.providers.base import (
     require_dialect,
 )
 from caverna.providers.http import kind_for_status, parse_retry_after, transport_errors
+from caverna.providers.intake import admit_image, call_deadline
 
 NAME = "midjourney"
 SECRET_HEADER = "mj-api-secret"
@@ -153,7 +154,7 @@ class MidjourneyProvider:
         started = time.perf_counter()
         tasks: list[str] = []
         try:
-            async with asyncio.timeout(self._config.timeout):
+            async with call_deadline(self._config.timeout):
                 data, content_type, seed = await self._run(
                     prompt, request, MonotonicProgress(progress), tasks
                 )
@@ -203,7 +204,7 @@ class MidjourneyProvider:
         await report(0.0)
         grid = await self._await_task(grid_id, grid_span, report)
         if upscale is None:
-            raw = await self._download(grid)
+            raw = await self._download(grid, request)
             data, content_type = await asyncio.to_thread(
                 crop_quadrant, raw, self._config.grid_quadrant, request.delivery
             )
@@ -220,7 +221,7 @@ class MidjourneyProvider:
             upscaled = await self._await_task(
                 upscale_id, _Span(IMAGINE_SHARE_WITH_UPSCALE, BEFORE_DOWNLOAD), report
             )
-            data = await self._download(upscaled)
+            data = await self._download(upscaled, request)
             content_type = _content_type(data)
             seed = task_seed(upscaled)
             if seed is None:
@@ -323,7 +324,7 @@ class MidjourneyProvider:
             )
         return task
 
-    async def _download(self, task: Mapping[str, Any]) -> bytes:
+    async def _download(self, task: Mapping[str, Any], request: GenerationRequest) -> bytes:
         url = self.trusted_image_url(task.get("imageUrl"))
         async with (
             transport_errors(NAME),
@@ -336,6 +337,7 @@ class MidjourneyProvider:
                     # a 4xx here is the proxy's own link that does not work, not our request
                     kind = ErrorKind.BAD_RESPONSE
                 raise provider_error(kind, f"{NAME}: the image at {url} answered HTTP {status}")
+            await admit_image(request)
             return await _read_capped(response, MAX_IMAGE_BYTES)
 
     def trusted_image_url(self, value: object) -> URL:

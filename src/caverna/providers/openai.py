@@ -30,6 +30,7 @@ from caverna.providers.base import (
     require_dialect,
 )
 from caverna.providers.http import kind_for_status, parse_retry_after, transport_errors
+from caverna.providers.intake import admit_image, call_deadline
 from caverna.providers.pricing import DEFAULT_PRICES, PriceTable
 
 NAME = "openai"
@@ -113,15 +114,19 @@ class OpenAIProvider:
 
         await progress(0.05)
         started = time.perf_counter()
+        # the deadline is ours rather than aiohttp's total, so a wait for an intake slot between
+        # the headers and the body can be left out of it
         async with (
             transport_errors(NAME),
+            call_deadline(self._config.timeout),
             self._session.post(
-                url, data=body, headers=self._headers(), timeout=self._timeout(self._config.timeout)
+                url, data=body, headers=self._headers(), timeout=self._timeout(None)
             ) as response,
         ):
-            raw = await response.read()
             if response.status >= 300:
-                raise _classify(response.status, response.headers, raw)
+                raise _classify(response.status, response.headers, await response.read())
+            await admit_image(request)
+            raw = await response.read()
         latency_ms = (time.perf_counter() - started) * 1000
         data = _decode_image(raw)
         image_format = _sniff(data)
@@ -173,7 +178,7 @@ class OpenAIProvider:
             headers["OpenAI-Project"] = self._config.project
         return headers
 
-    def _timeout(self, total: float) -> aiohttp.ClientTimeout:
+    def _timeout(self, total: float | None) -> aiohttp.ClientTimeout:
         # a per-request timeout replaces the session's wholesale: keep its connect limits
         base = self._session.timeout
         return aiohttp.ClientTimeout(

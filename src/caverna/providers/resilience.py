@@ -13,6 +13,7 @@ through (half-open): its success closes the breaker, its failure opens it again.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import time
@@ -25,8 +26,8 @@ from tenacity import (
     RetryCallState,
     retry_if_exception,
     stop_after_attempt,
-    stop_after_delay,
 )
+from tenacity.stop import stop_base
 
 from caverna.providers.base import (
     ErrorKind,
@@ -37,6 +38,7 @@ from caverna.providers.base import (
     ProviderImage,
     provider_error,
 )
+from caverna.providers.intake import ImageIntake, call_deadline
 from caverna.providers.ratelimit import ProviderRateLimit, RateLimitExhausted
 
 log = logging.getLogger(__name__)
@@ -203,6 +205,12 @@ class ResilientProvider:
     ) -> ProviderImage:
         started = time.monotonic()
         deadline = started + self.retry.budget_seconds  # rate-limit waits count against it
+        intake = _PausingIntake(request.intake)
+        request = dataclasses.replace(request, intake=intake)
+
+        def spent() -> float:
+            # waiting for room to hold the image is this process's delay, not the provider's
+            return time.monotonic() - started - intake.paused
 
         def retryable(exc: BaseException) -> bool:
             return isinstance(exc, ProviderError) and exc.retryable
@@ -211,15 +219,14 @@ class ResilientProvider:
             error = state.outcome.exception() if state.outcome else None
             hint = error.retry_after if isinstance(error, ProviderError) else None
             delay = backoff(state.attempt_number, self.retry, hint)
-            remaining = self.retry.budget_seconds - (time.monotonic() - started)
+            remaining = self.retry.budget_seconds - spent()
             if delay > remaining:  # waiting longer than the budget allows is pointless
                 raise error if isinstance(error, ProviderError) else RuntimeError("budget")
             return delay
 
         retrying = AsyncRetrying(
             retry=retry_if_exception(retryable),
-            stop=stop_after_attempt(self.retry.attempts)
-            | stop_after_delay(self.retry.budget_seconds),
+            stop=stop_after_attempt(self.retry.attempts) | _OutOfBudget(spent, self.retry),
             wait=wait,
             sleep=self._sleep,  # type: ignore[arg-type]
             reraise=True,
@@ -235,32 +242,58 @@ class ResilientProvider:
         self.breaker.before_call()
         self.calls += 1
         started = time.monotonic()
+        intake = request.intake
         try:
-            async with self._slots:
-                if self.rate_limit is not None:  # the slot is taken just before the call
-                    await self.rate_limit.acquire(deadline)
-                    started = time.monotonic()  # the wait is not the provider's latency
-                async with asyncio.timeout(self.retry.call_timeout):
-                    image = await self.inner.generate(request, progress)
+            image, called_at = await self._call(request, progress, deadline)
+            started = called_at or started
         except TimeoutError:
+            intake.release()
             self._failed(ErrorKind.TIMEOUT, started)
             raise provider_error(
                 ErrorKind.TIMEOUT, f"{self.name}: no image within {self.retry.call_timeout:g} s"
             ) from None
         except RateLimitExhausted:
+            intake.release()
             self.breaker.release_probe()  # not a failure of the provider: no breaker count
             raise
         except ProviderError as exc:
+            # a failed attempt must not keep the room for an image it will never deliver while
+            # it backs off: the next attempt takes it again
+            intake.release()
             self._failed(exc.code, started)
             raise
         except BaseException:
             # cancelled (lease lost, job cancelled) or a bug: nothing learned about the provider,
             # but a half-open breaker must not wait forever for this probe's verdict
+            intake.release()
             self.breaker.release_probe()
             raise
         self.breaker.record_success()
         self._record("ok", started, image.cost_usd)
         return image
+
+    async def _call(
+        self, request: GenerationRequest, progress: ProgressCallback, deadline: float | None
+    ) -> tuple[ProviderImage, float | None]:
+        """One call under the concurrency slot, which is given back as soon as the answer waits
+        for intake room: the provider's work is done by then. Also returns when the call left
+        after a rate-limit wait (None: no wait), since the wait is not the provider's latency."""
+        intake = request.intake
+        called_at: float | None = None
+        await self._slots.acquire()
+        slot = _Slot(self._slots)
+        try:
+            if self.rate_limit is not None:  # the slot is taken just before the call
+                await self.rate_limit.acquire(deadline)
+                called_at = time.monotonic()
+            if isinstance(intake, _PausingIntake):
+                intake.before_wait = slot.release
+            async with call_deadline(self.retry.call_timeout):
+                return await self.inner.generate(request, progress), called_at
+        finally:
+            if isinstance(intake, _PausingIntake):
+                intake.before_wait = None
+            slot.release()
 
     def _failed(self, kind: str, started: float) -> None:
         log.info("provider call failed", extra={"provider": self.name, "error_code": kind})
@@ -271,3 +304,49 @@ class ResilientProvider:
     def _record(self, outcome: str, started: float, cost: float) -> None:
         if self._observe is not None:
             self._observe(self.name, outcome, time.monotonic() - started, cost, self.breaker.state)
+
+
+class _Slot:
+    """A held semaphore slot that can be given back once, early or at the end."""
+
+    def __init__(self, semaphore: asyncio.Semaphore) -> None:
+        self._semaphore: asyncio.Semaphore | None = semaphore
+
+    def release(self) -> None:
+        if self._semaphore is not None:
+            self._semaphore.release()
+            self._semaphore = None
+
+
+class _PausingIntake:
+    """The job's intake ticket as one call sees it: frees the provider's concurrency slot before
+    a wait for room, and adds up the waits so the retry budget leaves them out."""
+
+    def __init__(self, inner: ImageIntake) -> None:
+        self.inner = inner
+        self.paused = 0.0
+        self.before_wait: Callable[[], None] | None = None
+
+    def available(self) -> bool:
+        return self.inner.available()
+
+    async def admit(self) -> float:
+        if not self.inner.available() and self.before_wait is not None:
+            self.before_wait()
+        waited = await self.inner.admit()
+        self.paused += waited
+        return waited
+
+    def release(self) -> None:
+        self.inner.release()
+
+
+class _OutOfBudget(stop_base):
+    """Stop once the retry budget is spent, leaving out the time spent waiting for intake."""
+
+    def __init__(self, spent: Callable[[], float], settings: RetrySettings) -> None:
+        self._spent = spent
+        self._settings = settings
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return self._spent() >= self._settings.budget_seconds

@@ -50,6 +50,7 @@ from caverna.providers.base import (
     require_dialect,
 )
 from caverna.providers.http import kind_for_status, parse_retry_after, transport_errors
+from caverna.providers.intake import admit_image, call_deadline
 
 NAME = "sdwebui"
 TXT2IMG = "/sdapi/v1/txt2img"
@@ -130,8 +131,8 @@ class SDWebUIProvider:
         report = MonotonicProgress(progress)
         poller = asyncio.create_task(self._poll_progress(report), name=f"{NAME}-progress")
         try:
-            async with asyncio.timeout(self._config.timeout):
-                raw = await self._txt2img(compiled.payload)
+            async with call_deadline(self._config.timeout):
+                raw = await self._txt2img(compiled.payload, request)
         except TimeoutError as exc:
             raise provider_error(
                 ErrorKind.TIMEOUT,
@@ -169,7 +170,7 @@ class SDWebUIProvider:
         except (aiohttp.ClientError, TimeoutError):
             return False
 
-    async def _txt2img(self, payload: Mapping[str, Any]) -> bytes:
+    async def _txt2img(self, payload: Mapping[str, Any], request: GenerationRequest) -> bytes:
         async with (
             transport_errors(NAME),
             self._session.post(
@@ -181,6 +182,8 @@ class SDWebUIProvider:
             ) as response,
         ):
             status, headers = response.status, response.headers
+            if status == 200:  # the answer carries the image: it needs room first
+                await admit_image(request)
             raw = await _read_capped(response, MAX_RESPONSE_BYTES)
         if status != 200:
             raise status_error(status, raw, retry_after=parse_retry_after(headers))

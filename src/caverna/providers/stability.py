@@ -30,6 +30,7 @@ from caverna.providers.base import (
     require_dialect,
 )
 from caverna.providers.http import kind_for_status, parse_retry_after, transport_errors
+from caverna.providers.intake import admit_image, call_deadline
 from caverna.providers.pricing import DEFAULT_PRICES, PriceTable
 
 NAME = "stability"
@@ -89,7 +90,7 @@ class StabilityProvider:
         await progress(0.05)
         started = time.perf_counter()
         try:
-            data, headers, content_type = await self._post(url, fields)
+            data, headers, content_type = await self._post(url, fields, request)
         except ProviderError as exc:
             # An older copy of the sd3 schema lists only jpeg and png. If the service says so,
             # ask for PNG once and let the pipeline encode the delivery format itself.
@@ -100,7 +101,7 @@ class StabilityProvider:
             ):
                 raise
             fields["output_format"] = "png"
-            data, headers, content_type = await self._post(url, fields)
+            data, headers, content_type = await self._post(url, fields, request)
         latency_ms = (time.perf_counter() - started) * 1000
 
         image, finish_reason, seed = _read_answer(data, headers, content_type)
@@ -136,21 +137,24 @@ class StabilityProvider:
         return None
 
     async def _post(
-        self, url: str, fields: Mapping[str, str]
+        self, url: str, fields: Mapping[str, str], request: GenerationRequest
     ) -> tuple[bytes, Mapping[str, str], str]:
         # always multipart: the service answers 400 to urlencoded or JSON bodies
         form = aiohttp.FormData(default_to_multipart=True)
         for key, value in fields.items():
             form.add_field(key, value)
+        # our deadline rather than aiohttp's total: an intake wait before the body is left out
         async with (
             transport_errors(NAME),
+            call_deadline(self._config.timeout),
             self._session.post(
                 url, data=form, headers=self._headers(), timeout=self._timeout()
             ) as response,
         ):
-            raw = await response.read()
             if response.status >= 300:
-                raise _classify(response.status, response.headers, raw)
+                raise _classify(response.status, response.headers, await response.read())
+            await admit_image(request)
+            raw = await response.read()
             return raw, response.headers, response.content_type
 
     def _headers(self) -> dict[str, str]:
@@ -163,7 +167,7 @@ class StabilityProvider:
         # a per-request timeout replaces the session's wholesale: keep its connect limits
         base = self._session.timeout
         return aiohttp.ClientTimeout(
-            total=self._config.timeout,
+            total=None,
             connect=base.connect,
             sock_connect=base.sock_connect,
             sock_read=base.sock_read,

@@ -8,16 +8,44 @@ write that depends on ownership says so in its name and returns whether it happe
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
 from caverna.domain.jobs import CompletedImage, ImageJob, SequenceRun, SweepResult
 
+# derivatives_status of a completed image (NULL: completed before the pass existed)
+DERIVATIVES_PENDING = "pending"
+DERIVATIVES_DONE = "done"
+DERIVATIVES_FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class UsageGate:
+    """A limit the insert itself holds: `admit(images, cost)` is called with the user's image
+    count since `images_since` and spend (USD) since `cost_since` (None where that window is
+    not read), inside the insert's transaction, and raises to refuse it."""
+
+    user_id: str
+    images_since: datetime | None
+    cost_since: datetime | None
+    admit: Callable[[int | None, float | None], None]
+
 
 class JobStore(Protocol):
-    async def insert(self, jobs: Sequence[dict[str, Any]], sequence: dict[str, Any] | None) -> None:
-        """Insert queued jobs (and their sequence) in one transaction, then wake workers."""
+    async def insert(
+        self,
+        jobs: Sequence[dict[str, Any]],
+        sequence: dict[str, Any] | None,
+        gate: UsageGate | None = None,
+    ) -> None:
+        """Insert queued jobs (and their sequence) in one transaction, then wake workers.
+
+        With a `gate`, the transaction first serialises the gate's user against every other
+        gated insert of that user (in any process), reads the usage and lets the gate refuse:
+        whatever `admit` raises propagates and nothing is inserted.
+        """
 
     async def get(self, job_id: uuid.UUID) -> ImageJob | None:
         """One job, whatever its status."""
@@ -48,6 +76,14 @@ class JobStore(Protocol):
 
     async def complete(self, job_id: uuid.UUID, worker_id: str, result: CompletedImage) -> bool:
         """Mark completed only if the lease is still held."""
+
+    async def pending_derivatives(self, limit: int) -> list[ImageJob]:
+        """Completed jobs whose derivatives (thumbnail, analyses) are not made yet, oldest
+        completion first: the backlog of the post-completion pass, crashes included."""
+
+    async def finish_derivatives(self, job_id: uuid.UUID, status: str) -> bool:
+        """Record the derivatives pass's outcome (`done` or `failed`); False when the job is no
+        longer completed (deleted meanwhile), so its new objects can be removed."""
 
     async def retry_later(
         self,
@@ -118,3 +154,47 @@ class JobStore(Protocol):
 
     async def sequence_run(self, sequence_id: uuid.UUID) -> SequenceRun | None:
         """One storyboard run, whoever asked for it."""
+
+    async def backlog(self) -> list[QueueBacklog]:
+        """Queued and processing jobs per provider, and since when the oldest queued job has
+        been runnable: the queue's shape for metrics, in one cheap grouped read."""
+
+
+# the columns an approval-analytics group is keyed by, in order
+TEMPLATE_GROUP_KEYS = ("template_version", "provider", "pose", "frame", "variant")
+
+
+class ConsistencyStore(Protocol):
+    """The brand consistency columns of the image rows (report, score, hash, re-roll lineage)."""
+
+    async def set_consistency(
+        self, job_id: uuid.UUID, report: dict[str, Any], score: float | None, phash: str
+    ) -> bool:
+        """Store an image's consistency report; False when the image is no longer completed."""
+
+    async def phash_neighbours(
+        self, user_id: str, sequence_id: uuid.UUID | None, recent: int
+    ) -> list[dict[str, Any]]:
+        """Completed images with a perceptual hash: the sequence's and the user's `recent`
+        latest (id, phash, sequence_id, frame_index, reroll_of)."""
+
+    async def set_reroll(self, job_id: uuid.UUID, root_id: uuid.UUID, attempt: int) -> bool:
+        """Record that `job_id` is re-roll number `attempt` of `root_id`."""
+
+    async def rerolls(self, root_id: uuid.UUID) -> list[ImageJob]:
+        """Every re-roll of an image, first attempt first."""
+
+    async def template_groups(self) -> list[dict[str, Any]]:
+        """Completed images counted per TEMPLATE_GROUP_KEYS: count, reviewed, approved, the
+        sum and count of consistency scores."""
+
+
+@dataclass(frozen=True, slots=True)
+class QueueBacklog:
+    """One provider's live jobs. `oldest_runnable_at` is the earliest moment a queued job could
+    have been claimed (created, or its retry came due); None when no queued job is runnable."""
+
+    provider: str
+    queued: int
+    processing: int
+    oldest_runnable_at: datetime | None

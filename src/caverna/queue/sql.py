@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import hashlib
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -26,6 +27,7 @@ from sqlalchemy import (
     String,
     Table,
     bindparam,
+    case,
     func,
     insert,
     select,
@@ -44,6 +46,13 @@ from caverna.domain.jobs import (
     JobStatus,
     SequenceRun,
     SweepResult,
+)
+from caverna.queue.base import (
+    DERIVATIVES_DONE,
+    DERIVATIVES_FAILED,
+    DERIVATIVES_PENDING,
+    QueueBacklog,
+    UsageGate,
 )
 
 NOTIFY_CHANNEL = "caverna_jobs"
@@ -145,6 +154,34 @@ def owned_update_template(columns: tuple[str, ...]) -> Any:
     )
 
 
+def quota_lock_key(user_id: str) -> int:
+    """The advisory lock a user's gated inserts queue on: a signed 64-bit number that is the
+    same in every process and release (Python's hash() is salted per process)."""
+    digest = hashlib.blake2b(f"caverna-quota:{user_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def usage_statement(gate: UsageGate) -> Any:
+    """One read of both windows: images since `images_since`, spend since `cost_since`, over
+    the user's rows from the earlier of the two (the user/created_at index serves it)."""
+    windows = [since for since in (gate.images_since, gate.cost_since) if since is not None]
+    if not windows:
+        raise ValueError("a usage gate reads at least one window")
+    images: Any = (
+        func.sum(case((ImageRow.created_at >= gate.images_since, 1), else_=0))
+        if gate.images_since is not None
+        else func.count()
+    )
+    cost: Any = (
+        func.sum(case((ImageRow.created_at >= gate.cost_since, ImageRow.cost_usd), else_=0.0))
+        if gate.cost_since is not None
+        else func.count()
+    )
+    return select(images, cost).where(
+        ImageRow.user_id == gate.user_id, ImageRow.created_at >= min(windows)
+    )
+
+
 class SqlJobStore:
     def __init__(
         self,
@@ -162,11 +199,31 @@ class SqlJobStore:
 
     # -- writes that create work --------------------------------------------------------------
 
-    async def insert(self, jobs: Sequence[dict[str, Any]], sequence: dict[str, Any] | None) -> None:
+    async def insert(
+        self,
+        jobs: Sequence[dict[str, Any]],
+        sequence: dict[str, Any] | None,
+        gate: UsageGate | None = None,
+    ) -> None:
+        """On SQLite the write transaction (BEGIN IMMEDIATE) already holds the database's one
+        write lock when the gate counts; on PostgreSQL a transaction-scoped advisory lock per
+        user does the same for that user only, and goes with the commit or the rollback."""
         rows = [{"next_attempt_at": job["created_at"], **job} for job in jobs]
         postgres = self._postgres
+        usage = usage_statement(gate) if gate is not None else None
 
         def run(connection: Connection) -> None:
+            if gate is not None and usage is not None:
+                if postgres:
+                    connection.execute(
+                        text("SELECT pg_advisory_xact_lock(:key)"),
+                        {"key": quota_lock_key(gate.user_id)},
+                    )
+                images, cost = connection.execute(usage).one()
+                gate.admit(
+                    None if gate.images_since is None else int(images or 0),
+                    None if gate.cost_since is None else float(cost or 0.0),
+                )
             if sequence is not None:
                 connection.execute(insert(SEQUENCES), [sequence])
             if rows:
@@ -275,8 +332,34 @@ class SqlJobStore:
             completed_at=self._clock(),
             lease_owner=None,
             lease_expires_at=None,
+            # the thumbnail and analyses come after completion, from the derivatives pass
+            derivatives_status=DERIVATIVES_PENDING,
             **dataclasses.asdict(result),
         )
+
+    async def pending_derivatives(self, limit: int) -> list[ImageJob]:
+        query = (
+            select(IMAGES)
+            .where(
+                ImageRow.derivatives_status == DERIVATIVES_PENDING,
+                ImageRow.status == JobStatus.COMPLETED.value,
+            )
+            .order_by(ImageRow.completed_at)
+            .limit(limit)
+        )
+        return await self._db.read(
+            lambda connection: [to_job(row) for row in connection.execute(query).all()]
+        )
+
+    async def finish_derivatives(self, job_id: uuid.UUID, status: str) -> bool:
+        if status not in (DERIVATIVES_DONE, DERIVATIVES_FAILED):
+            raise ValueError(f"derivatives status {status!r}: expected done or failed")
+        statement = (
+            update(IMAGES)
+            .where(ImageRow.id == job_id, ImageRow.status == JobStatus.COMPLETED.value)
+            .values(derivatives_status=status)
+        )
+        return await self._db.write(lambda connection: bool(connection.execute(statement).rowcount))
 
     async def retry_later(
         self,
@@ -583,3 +666,121 @@ class SqlJobStore:
         return await self._db.read(
             lambda connection: [to_job(row) for row in connection.execute(query).all()]
         )
+
+    # -- brand consistency (ConsistencyStore) ----------------------------------------------------
+
+    async def set_consistency(
+        self, job_id: uuid.UUID, report: dict[str, Any], score: float | None, phash: str
+    ) -> bool:
+        statement = (
+            update(IMAGES)
+            .where(ImageRow.id == job_id, ImageRow.status == JobStatus.COMPLETED.value)
+            .values(consistency=report, consistency_score=score, phash=phash)
+        )
+        return await self._db.write(lambda connection: bool(connection.execute(statement).rowcount))
+
+    async def phash_neighbours(
+        self, user_id: str, sequence_id: uuid.UUID | None, recent: int
+    ) -> list[dict[str, Any]]:
+        columns = (
+            ImageRow.id,
+            ImageRow.phash,
+            ImageRow.sequence_id,
+            ImageRow.frame_index,
+            ImageRow.reroll_of,
+        )
+        done = (ImageRow.status == JobStatus.COMPLETED.value, ImageRow.phash.is_not(None))
+        latest = (
+            select(*columns)
+            .where(ImageRow.user_id == user_id, *done)
+            .order_by(ImageRow.created_at.desc(), ImageRow.id.desc())
+            .limit(recent)
+        )
+        siblings = (
+            select(*columns).where(ImageRow.sequence_id == sequence_id, *done)
+            if sequence_id is not None
+            else None
+        )
+
+        def run(connection: Connection) -> list[dict[str, Any]]:
+            found = {row.id: dict(row._mapping) for row in connection.execute(latest).all()}
+            if siblings is not None:
+                for row in connection.execute(siblings).all():
+                    found.setdefault(row.id, dict(row._mapping))
+            return list(found.values())
+
+        return await self._db.read(run)
+
+    async def set_reroll(self, job_id: uuid.UUID, root_id: uuid.UUID, attempt: int) -> bool:
+        statement = (
+            update(IMAGES)
+            .where(ImageRow.id == job_id)
+            .values(reroll_of=root_id, reroll_attempt=attempt)
+        )
+        return await self._db.write(lambda connection: bool(connection.execute(statement).rowcount))
+
+    async def rerolls(self, root_id: uuid.UUID) -> list[ImageJob]:
+        query = (
+            select(IMAGES)
+            .where(ImageRow.reroll_of == root_id)
+            .order_by(ImageRow.reroll_attempt, ImageRow.created_at)
+        )
+        return await self._db.read(
+            lambda connection: [to_job(row) for row in connection.execute(query).all()]
+        )
+
+    async def template_groups(self) -> list[dict[str, Any]]:
+        keys = (
+            ImageRow.template_version,
+            ImageRow.provider,
+            ImageRow.pose,
+            ImageRow.frame_id.label("frame"),
+            ImageRow.variant,
+        )
+        approved = func.sum(case((ImageRow.review_status == "approved", 1), else_=0))
+        query = (
+            select(
+                *keys,
+                func.count().label("count"),
+                func.count(ImageRow.review_status).label("reviewed"),
+                approved.label("approved"),
+                func.sum(ImageRow.consistency_score).label("score_sum"),
+                func.count(ImageRow.consistency_score).label("scored"),
+            )
+            .where(ImageRow.status == JobStatus.COMPLETED.value)
+            .group_by(*keys)
+        )
+
+        def run(connection: Connection) -> list[dict[str, Any]]:
+            return [dict(row._mapping) for row in connection.execute(query).all()]
+
+        return await self._db.read(run)
+
+    # -- the queue's shape, for metrics ----------------------------------------------------------
+
+    async def backlog(self) -> list[QueueBacklog]:
+        """Reads only live rows through the queue index (status first), so its cost follows the
+        backlog, not the history."""
+        queued, processing = JobStatus.QUEUED.value, JobStatus.PROCESSING.value
+        # same test as the claim: a job waiting out a retry delay is queued but not yet late
+        runnable_since = func.min(
+            case((ImageRow.next_attempt_at <= self._clock(), ImageRow.next_attempt_at))
+        )
+        query = (
+            select(ImageRow.provider, ImageRow.status, func.count(), runnable_since)
+            .where(ImageRow.status.in_([queued, processing]))
+            .group_by(ImageRow.provider, ImageRow.status)
+        )
+
+        def run(connection: Connection) -> list[QueueBacklog]:
+            found: dict[str, QueueBacklog] = {}
+            for provider, status, count, since in connection.execute(query).all():
+                seen = found.get(provider) or QueueBacklog(provider, 0, 0, None)
+                if status == queued:
+                    seen = dataclasses.replace(seen, queued=int(count), oldest_runnable_at=since)
+                else:
+                    seen = dataclasses.replace(seen, processing=int(count))
+                found[provider] = seen
+            return sorted(found.values(), key=lambda backlog: backlog.provider)
+
+        return await self._db.read(run)

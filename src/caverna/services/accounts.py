@@ -6,7 +6,11 @@ by byte in Python, so response times say nothing about how close a guess was; sh
 slow password hash) is enough because tokens carry 256 random bits, not a human's password.
 
 Authentication runs on every request, so it writes only when it must: last_used_at moves at
-most once a minute per key, and malformed tokens are refused before any database work.
+most once a minute per key, and malformed tokens are refused before any database work. It reads
+only when it must too: a key found live is remembered for a few seconds (KEY_CACHE_SECONDS), so a
+client polling hundreds of times a second costs one lookup per interval instead of one per
+request. Revoking a key or disabling a user forgets it at once in the process that made the
+change; other processes (API replicas, `serve --processes`) notice within KEY_CACHE_SECONDS.
 """
 
 from __future__ import annotations
@@ -20,9 +24,10 @@ import json
 import math
 import re
 import secrets
+import time
 import uuid
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -68,6 +73,9 @@ AUDIT_PAGE_MAX = 200
 AUDIT_ACTOR_MAX = 64
 AUDIT_TARGET_MAX = 128
 _REMEMBERED_TOUCHES = 10_000
+# how long another process may still accept a key after it was revoked (or its user disabled)
+KEY_CACHE_SECONDS = 5.0
+_REMEMBERED_KEYS = 10_000
 
 
 def hash_token(token: str) -> str:
@@ -153,6 +161,16 @@ class AuditStore(Protocol):
 
 
 Clock = Callable[[], datetime]
+Monotonic = Callable[[], float]
+
+
+@dataclass(frozen=True, slots=True)
+class _LiveKey:
+    """A key verified live, with its caller, until a monotonic time."""
+
+    key: KeyInfo
+    principal: Principal
+    until: float
 
 
 class AuditLog:
@@ -275,16 +293,42 @@ def _json_safe(details: dict[str, Any]) -> dict[str, Any]:
     def fallback(value: object) -> str:
         return value.isoformat() if isinstance(value, datetime) else str(value)
 
-    safe: dict[str, Any] = json.loads(json.dumps(details, default=fallback))
+    safe: dict[str, Any] = _without_nul(json.loads(json.dumps(details, default=fallback)))
     return safe
 
 
+def _without_nul(value: Any) -> Any:
+    """NUL becomes U+FFFD: details often echo what a caller sent (a path, a user name), and
+    PostgreSQL refuses NUL in text and JSON, which would turn a refusal into a server error."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_without_nul(key): _without_nul(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(item) for item in value]
+    return value
+
+
 class AccountService:
-    def __init__(self, store: AccountStore, audit: AuditLog, clock: Clock) -> None:
+    def __init__(
+        self,
+        store: AccountStore,
+        audit: AuditLog,
+        clock: Clock,
+        *,
+        key_cache_seconds: float = KEY_CACHE_SECONDS,
+        monotonic: Monotonic = time.monotonic,
+    ) -> None:
         self._store = store
         self._audit = audit
         self._clock = clock
         self._touched: dict[uuid.UUID, datetime] = {}
+        # keyed by the token's hash, never the token: a memory dump shows no secret
+        self._live: dict[str, _LiveKey] = {}
+        self._cache_seconds = key_cache_seconds
+        self._monotonic = monotonic
+        # moves at every revocation or disabling: a lookup that began before one is not kept
+        self._forgotten = 0
 
     # -- keys -------------------------------------------------------------------------------------
 
@@ -351,14 +395,38 @@ class AccountService:
         if not isinstance(token, str) or not _TOKEN.fullmatch(token):
             return None
         digest = hash_token(token)
+        now = self._monotonic()
+        live = self._live.get(digest)
+        if live is not None and now < live.until:
+            await self._touch(live.key)
+            return live.principal
+        generation = self._forgotten
         found = await self._store.find_key(digest)
         if found is None:
+            self._live.pop(digest, None)
             return None
         key, user, stored = found
         if not hmac.compare_digest(stored, digest) or key.revoked or user.disabled:
+            self._live.pop(digest, None)
             return None
+        principal = Principal(user_id=user.id, role=user.role, key_id=key.id)
+        if self._cache_seconds > 0 and generation == self._forgotten:
+            if len(self._live) >= _REMEMBERED_KEYS and digest not in self._live:
+                self._live.clear()
+            self._live[digest] = _LiveKey(key, principal, now + self._cache_seconds)
         await self._touch(key)
-        return Principal(user_id=user.id, role=user.role, key_id=key.id)
+        return principal
+
+    def _forget(self, *, key_id: uuid.UUID | None = None, user_id: str | None = None) -> None:
+        """Drop remembered keys (one key, or every key of a user) so the next request reads."""
+        self._forgotten += 1
+        stale = [
+            digest
+            for digest, live in self._live.items()
+            if live.key.id == key_id or (user_id is not None and live.key.user_id == user_id)
+        ]
+        for digest in stale:
+            del self._live[digest]
 
     async def _touch(self, key: KeyInfo) -> None:
         now = self._clock()
@@ -374,6 +442,7 @@ class AccountService:
     async def revoke_key(self, key_id: uuid.UUID, *, actor: str) -> KeyInfo:
         """Revoke a key; revoking it again returns it unchanged and records nothing new."""
         result = await self._store.revoke_key(key_id, self._clock())
+        self._forget(key_id=key_id)
         if result is None:
             raise NotFound("key_id", key_id, "API key")
         key, changed = result
@@ -421,7 +490,8 @@ class AccountService:
         return await self._store.list_users()
 
     async def get_user(self, user_id: str) -> UserInfo:
-        user = await self._store.get_user(user_id)
+        # an id no user can have is not looked up (PostgreSQL refuses some, such as NUL)
+        user = await self._store.get_user(user_id) if _plausible_id(user_id) else None
         if user is None:
             raise NotFound("user_id", user_id, "user")
         return user
@@ -439,7 +509,8 @@ class AccountService:
             _quota_problems(daily_images, monthly_usd), InvalidParametersError, "invalid quota"
         )
         monthly = float(monthly_usd) if monthly_usd is not None else None
-        result = await self._store.set_quota(user_id, daily_images, monthly)
+        plausible = _plausible_id(user_id)
+        result = await self._store.set_quota(user_id, daily_images, monthly) if plausible else None
         if result is None:
             raise NotFound("user_id", user_id, "user")
         before, after = result
@@ -458,7 +529,13 @@ class AccountService:
 
     async def set_disabled(self, user_id: str, disabled: bool, *, actor: str) -> UserInfo:
         """Disabling locks out every key of the user at once, without revoking them."""
-        result = await self._store.set_disabled(user_id, bool(disabled), self._clock())
+        result = (
+            await self._store.set_disabled(user_id, bool(disabled), self._clock())
+            if _plausible_id(user_id)
+            else None
+        )
+        if disabled:
+            self._forget(user_id=user_id)
         if result is None:
             raise NotFound("user_id", user_id, "user")
         before, after = result
@@ -475,7 +552,9 @@ class AccountService:
             raise InvalidParametersError(
                 (Problem(ProblemCode.OUT_OF_RANGE, "password", reason),), "the password was refused"
             )
-        if not await self._store.set_password_hash(user_id, hash_password(password)):
+        if not _plausible_id(user_id) or not await self._store.set_password_hash(
+            user_id, hash_password(password)
+        ):
             raise NotFound("user_id", user_id, "user")
         await self._audit.record(actor, AuditAction.USER_UPDATED, user_id, password="set")
 

@@ -1,7 +1,9 @@
 """Submitting image jobs: validate, dedupe, insert — and sequences of them.
 
 Nothing is inserted unless every part of the request is valid (for a sequence: every frame), so
-a rejected request changes nothing.
+a rejected request changes nothing. With quotas, the user's limits are held by the insert itself
+(see `Quotas.gate`): a request over them raises QuotaExceeded and inserts nothing, however many
+processes submit at once. A reused image inserts nothing and so counts nothing.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from caverna.domain.suggest import closest
 from caverna.prompting.dialects.base import CompiledPrompt
 from caverna.prompting.engine import PromptEngine
 from caverna.prompting.params import MAX_SEED
-from caverna.queue.base import JobStore
+from caverna.queue.base import JobStore, UsageGate
 from caverna.services.prompt_cache import CachedCompiler
+from caverna.services.quotas import Quotas
 from caverna.services.webhooks import PENDING, CallbackPolicy, Callbacks
 
 
@@ -71,6 +74,14 @@ def current_frames(jobs: Sequence[ImageJob]) -> list[ImageJob]:
 
 
 @dataclass(frozen=True, slots=True)
+class RerollOf:
+    """The lineage a re-roll's row is inserted with: attempt `attempt` of image `root`."""
+
+    root: uuid.UUID
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
 class SubmitOptions:
     max_attempts: int = 3
     delivery_format: str = "webp"
@@ -87,6 +98,7 @@ class GenerationService:
         clock: Callable[[], datetime],
         options: SubmitOptions = SubmitOptions(),
         webhooks: Callbacks | None = None,
+        quotas: Quotas | None = None,
     ) -> None:
         if not providers:
             raise ValueError("at least one provider must be available")
@@ -97,6 +109,7 @@ class GenerationService:
         self.clock = clock
         self.options = options
         self.webhooks = webhooks
+        self.quotas = quotas
 
     @property
     def default_provider(self) -> str:
@@ -129,6 +142,8 @@ class GenerationService:
         callback_url: str | None = None,
         sequence_id: uuid.UUID | None = None,
         frame_index: int | None = None,
+        reroll: RerollOf | None = None,
+        within_quota: bool = True,
     ) -> SubmitResult:
         """Queue one image; an identical request (params, seed, provider) reuses its job.
 
@@ -136,6 +151,9 @@ class GenerationService:
         not reused (a row carries one webhook), so every caller hears about its image.
         With `sequence_id` the image replaces frame `frame_index` of that storyboard run: it is
         always a new job, since a reused one would belong to another run (or to none).
+        A `reroll` is written into the new row by the same insert, so no re-roll is ever left
+        without its lineage; it is always a new job too. `within_quota=False` skips the
+        user's quota: only for an admin putting right an image the owner already paid for.
         """
         webhook = self._webhook_values(callback_url)
         chosen = self._provider(provider)
@@ -144,7 +162,7 @@ class GenerationService:
             # a drawn seed makes the job reproducible with providers that take one
             params["seed"] = secrets.randbelow(MAX_SEED + 1)
         compiled = await self.compiler.compile(params, chosen, self.clock())
-        if not force and sequence_id is None:
+        if not force and sequence_id is None and reroll is None:
             existing = await self.jobs.find_reusable(
                 user_id,
                 compiled.params_hash,
@@ -159,8 +177,10 @@ class GenerationService:
         placed = self._job_values(
             user_id, compiled, chosen, sequence_id=sequence_id, index=frame_index
         )
-        values = {**placed, **webhook}
-        await self.jobs.insert([values], None)
+        lineage = {"reroll_of": reroll.root, "reroll_attempt": reroll.attempt} if reroll else {}
+        values = {**placed, **webhook, **lineage}
+        gate = await self._gate(user_id, 1) if within_quota else None
+        await self.jobs.insert([values], None, gate)
         job = await self.jobs.get(values["id"])
         assert job is not None
         return SubmitResult(job, reused=False)
@@ -199,8 +219,11 @@ class GenerationService:
             "params": {k: v for k, v in params.items() if k != "locale"},
             "created_at": now,
         }
-        await self.jobs.insert(jobs, sequence)
+        await self.jobs.insert(jobs, sequence, await self._gate(user_id, len(jobs)))
         return SequenceResult(sequence_id, await self.jobs.for_sequence(sequence_id))
+
+    async def _gate(self, user_id: str, images: int) -> UsageGate | None:
+        return await self.quotas.gate(user_id, images) if self.quotas is not None else None
 
     def _webhook_values(self, url: str | None) -> dict[str, Any]:
         """A new job's webhook columns, after refusing a URL webhooks may not go to."""

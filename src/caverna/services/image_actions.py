@@ -105,12 +105,14 @@ class ImageActions:
         seed: SeedChoice = "new",
         *,
         in_sequence: bool = False,
+        within_quota: bool = True,
     ) -> SubmitResult:
         """The same parameters and provider again: same seed (a fresh job) or another one.
 
         `in_sequence` makes the new image take the old one's place in its storyboard run;
         without it the run is left as it was, so a caller outside the storyboard cannot
-        reshuffle it by accident.
+        reshuffle it by accident. `within_quota=False` leaves the owner's quota out (see
+        GenerationService.submit).
         """
         job = await self.visible(principal, image_id)
         if job.status is JobStatus.DELETED:
@@ -128,6 +130,7 @@ class ImageActions:
             force=True,
             sequence_id=job.sequence_id if keep else None,
             frame_index=job.frame_index if keep else None,
+            within_quota=within_quota,
         )
 
     async def eta_seconds(self, job: ImageJob) -> float | None:

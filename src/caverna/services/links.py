@@ -15,7 +15,15 @@ from datetime import UTC, datetime
 
 
 class InvalidLink(Exception):
-    """The link was forged, altered or has expired; the reason is safe to show."""
+    """The link was forged, altered or has expired; the reason is safe to show.
+
+    `forged` tells a link no signer made (malformed, or a signature that does not match), which
+    is worth recording, from a genuine one that has merely expired or been revoked.
+    """
+
+    def __init__(self, reason: str, *, forged: bool = False) -> None:
+        super().__init__(reason)
+        self.forged = forged
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +58,6 @@ class LinkSigner:
         """Raise InvalidLink unless the signature matches and the link has not expired."""
         expected = self._mac(purpose, subject, expires)
         if not hmac.compare_digest(expected.encode(), signature.encode()):
-            raise InvalidLink("the link's signature does not match")
+            raise InvalidLink("the link's signature does not match", forged=True)
         if now.timestamp() >= expires:
             raise InvalidLink("the link has expired")

@@ -13,8 +13,9 @@ import functools
 import logging
 import random
 import time
+import uuid
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -23,10 +24,13 @@ from typing import Any, cast
 from caverna.domain.jobs import CompletedImage, ImageJob, JobErrorCode, JobStatus
 from caverna.domain.problems import InvalidParametersError
 from caverna.imaging import (
+    Analyser,
     DeliveryFormat,
+    Derivatives,
     ImageMetadata,
     ImageRejected,
     is_tiny_image,
+    make_derivatives,
     process_image,
 )
 from caverna.logs import bind
@@ -38,9 +42,10 @@ from caverna.providers.base import (
     ProviderError,
     provider_error,
 )
-from caverna.queue.base import JobStore
+from caverna.providers.intake import IntakeGate, IntakeTicket
+from caverna.queue.base import DERIVATIVES_DONE, DERIVATIVES_FAILED, JobStore
 from caverna.services.prompt_cache import CachedCompiler
-from caverna.storage.base import ObjectStore, StorageUnavailable
+from caverna.storage.base import ObjectNotFound, ObjectStore, StorageUnavailable
 from caverna.storage.keys import image_key, thumbnail_key
 
 log = logging.getLogger(__name__)
@@ -65,6 +70,16 @@ class StageTimes:
     imaging_ms: float
     storage_ms: float
     complete_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class DerivativeTimes:
+    """One run of the derivatives pass: its wall time and when it ran (monotonic seconds)."""
+
+    image_id: uuid.UUID
+    ms: float
+    at: float
+    made: bool
 
 
 class LeaseLost(Exception):
@@ -93,6 +108,8 @@ class JobProcessor:
         clock: Callable[[], datetime],
         options: ProcessingOptions = ProcessingOptions(),
         images: Executor | None = None,
+        intake: IntakeGate | None = None,
+        analysers: Sequence[Analyser] = (),
     ) -> None:
         # image work holds the GIL for much of its time: in a process pool it neither stalls
         # the event loop nor competes with the database threads (None: the default threads)
@@ -103,7 +120,16 @@ class JobProcessor:
         self.store = store
         self.clock = clock
         self.options = options
+        # provider images held in memory at once, from the first body byte read to the store
+        self.intake = intake
         self.recent_times: deque[StageTimes] = deque(maxlen=10_000)
+        # jobs between "provider answered" and "stored", and when the last of them ended
+        # (monotonic): the derivatives pass waits until none has run for a while
+        self.image_work = 0
+        self.image_work_ended = 0.0
+        self.derivatives = DerivativesMaker(
+            jobs=jobs, store=store, images=images, analysers=analysers
+        )
 
     async def process(self, job: ImageJob, worker_id: str) -> JobStatus:
         """Run a claimed job to its next state; never raises for job-level failures."""
@@ -161,6 +187,22 @@ class JobProcessor:
     async def _run(
         self, job: ImageJob, worker_id: str, attempts: list[dict[str, Any]]
     ) -> JobStatus:
+        # the job's room for its image in memory: taken by the adapter once the answer's
+        # headers are in, given back here whatever happens once the image is stored
+        ticket = self.intake.ticket() if self.intake is not None else None
+        try:
+            return await self._run_holding(job, worker_id, attempts, ticket)
+        finally:
+            if ticket is not None:
+                ticket.release()
+
+    async def _run_holding(
+        self,
+        job: ImageJob,
+        worker_id: str,
+        attempts: list[dict[str, Any]],
+        ticket: IntakeTicket | None,
+    ) -> JobStatus:
         started = time.perf_counter()
         # progress is written at most every progress_min_interval: a job that finishes sooner
         # writes none, and the completion sets it to 1
@@ -190,10 +232,15 @@ class JobProcessor:
                 compiled = await self.compiler.compile(job.params, name, self.clock())
                 compiled_at = time.perf_counter()
                 request = GenerationRequest(
-                    job_id=str(job.id), compiled=compiled, delivery=delivery
+                    job_id=str(job.id),
+                    compiled=compiled,
+                    delivery=delivery,
+                    **({"intake": ticket} if ticket is not None else {}),
                 )
                 image = await self.providers[name].generate(request, progress)
             except (ProviderError, InvalidParametersError) as exc:
+                if ticket is not None:
+                    ticket.release()  # the next provider in the chain takes it again
                 code = exc.code if isinstance(exc, ProviderError) else ErrorKind.INVALID_REQUEST
                 attempts.append(self._attempt(job, name, code, str(exc), call_started))
                 error = exc if isinstance(exc, ProviderError) else None
@@ -230,34 +277,51 @@ class JobProcessor:
             template_version=compiled.template_version,
             pack_version=compiled.pack_version,
         )
-        work = functools.partial(process_image, image.data, delivery=delivery, metadata=metadata)
+        # the thumbnail is the derivatives pass's: completing never waits for a full decode
+        work = functools.partial(
+            process_image,
+            image.data,
+            delivery=delivery,
+            metadata=metadata,
+            with_thumbnail=False,
+        )
         # a tiny image takes less time to process than a round trip to the process pool
         images = None if is_tiny_image(image.data) else self.images
-        processed = await asyncio.get_running_loop().run_in_executor(images, work)
-        processed_at = time.perf_counter()
-        key = image_key(job.id, job.created_at, processed.extension)
-        thumb = thumbnail_key(job.id, job.created_at)
-        await self._put_all(
-            (key, processed.data, processed.content_type),
-            (thumb, processed.thumbnail, processed.thumbnail_content_type),
-        )
+        self.image_work += 1
+        try:
+            processed = await asyncio.get_running_loop().run_in_executor(images, work)
+            processed_at = time.perf_counter()
+            key = image_key(job.id, job.created_at, processed.extension)
+            # deterministic: handed out now, made by the derivatives pass (or on request)
+            thumb = thumbnail_key(job.id, job.created_at)
+            await self._put_all((key, processed.data, processed.content_type))
+        finally:
+            self.image_work -= 1
+            self.image_work_ended = time.monotonic()
+        model, cost_usd, provider_latency_ms = image.model, image.cost_usd, image.latency_ms
+        stored = (processed.content_type, processed.width, processed.height, processed.sha256)
+        size = len(processed.data)
+        del image, work, processed  # stored: hold no copy of the bytes while the row is written
+        if ticket is not None:
+            ticket.release()
         stored_at = time.perf_counter()
         result = CompletedImage(
-            model=image.model,
+            model=model,
             prompt=compiled.prompt,
             negative_prompt=compiled.negative_prompt,
             storage_key=key,
             thumbnail_key=thumb,
-            content_type=processed.content_type,
-            width=processed.width,
-            height=processed.height,
-            bytes=len(processed.data),
-            sha256=processed.sha256,
-            cost_usd=image.cost_usd,
-            provider_latency_ms=image.latency_ms,
+            content_type=stored[0],
+            width=stored[1],
+            height=stored[2],
+            bytes=size,
+            sha256=stored[3],
+            cost_usd=cost_usd,
+            provider_latency_ms=provider_latency_ms,
             seed=metadata.seed,
             provider=provider_name,
             attempt_log=attempts,
+            variant=compiled.variant,
         )
         if not await self.jobs.complete(job.id, worker_id, result):
             await self._discard_if_abandoned(job, (key, thumb))
@@ -277,8 +341,8 @@ class JobProcessor:
             extra={
                 "provider": provider_name,
                 "latency_ms": round((done_at - started) * 1000, 1),
-                "provider_latency_ms": image.latency_ms,
-                "bytes": len(processed.data),
+                "provider_latency_ms": provider_latency_ms,
+                "bytes": size,
             },
         )
         return JobStatus.COMPLETED
@@ -312,11 +376,21 @@ class JobProcessor:
 
     async def _keep_lease(self, job: ImageJob, worker_id: str, lost: asyncio.Event) -> None:
         interval = max(self.options.lease_seconds / 3, 0.05)
+        wait = interval
         while True:
-            await asyncio.sleep(interval)
-            if not await self.jobs.renew(job.id, worker_id, self.options.lease_seconds):
+            await asyncio.sleep(wait)
+            try:
+                renewed = await self.jobs.renew(job.id, worker_id, self.options.lease_seconds)
+            except Exception as exc:
+                # the database is briefly away: the lease still runs, so try again sooner; an
+                # ended renewer would let it run out mid-render and the job be claimed twice
+                log.warning("lease renewal failed, trying again: %s", exc)
+                wait = interval / 3
+                continue
+            if not renewed:
                 lost.set()
                 return
+            wait = interval
 
     async def _after_lost(self, job: ImageJob) -> JobStatus:
         current = await self.jobs.get(job.id)
@@ -385,3 +459,134 @@ class JobProcessor:
             self.options.retry_max_seconds,
         )
         return ceiling * (0.5 + random.random() / 2)
+
+
+class DerivativesMaker:
+    """The post-completion pass: one decode of the stored image for its thumbnail and for every
+    analyser (see caverna.imaging.derivatives).
+
+    It runs three ways: from the worker at low priority, whenever no job's image is being
+    processed; as catch-up, since rows a crash left pending are found by the same query; and on
+    demand, when a thumbnail is asked for before it exists. The thumbnail key is derived from
+    the job, so concurrent makers (two processes, or the worker and a request) write the same
+    bytes to the same key; within one process, one make per image runs at a time and the other
+    callers wait for its outcome.
+    """
+
+    def __init__(
+        self,
+        *,
+        jobs: JobStore,
+        store: ObjectStore,
+        images: Executor | None = None,
+        analysers: Sequence[Analyser] = (),
+        on_analyses: Callable[[ImageJob, Derivatives], Awaitable[None]] | None = None,
+    ) -> None:
+        self.jobs = jobs
+        self.store = store
+        self.images = images
+        self.analysers = tuple(analysers)
+        self.on_analyses = on_analyses
+        # analysers that depend on the job (what its pack and frame expect), after the fixed ones
+        self.analysers_for: Callable[[ImageJob], Sequence[Analyser]] | None = None
+        self.recent: deque[DerivativeTimes] = deque(maxlen=10_000)
+        # notified after every make, whatever its outcome (tests and tools wait on it)
+        self.changed = asyncio.Condition()
+        self._making: dict[uuid.UUID, asyncio.Future[bool]] = {}
+
+    async def make(self, job: ImageJob) -> bool:
+        """Make the image's thumbnail (and analyses); whether the thumbnail now exists."""
+        running = self._making.get(job.id)
+        if running is None:
+            # a task of its own: a caller that gives up (a closed request) stops no one else
+            running = asyncio.ensure_future(self._timed(job))
+            self._making[job.id] = running
+            running.add_done_callback(lambda _: self._making.pop(job.id, None))
+        return await asyncio.shield(running)
+
+    async def catch_up(
+        self,
+        limit: int = 100,
+        *,
+        may_continue: Callable[[], bool] = lambda: True,
+        parallel: int = 1,
+    ) -> int:
+        """Work through up to `limit` pending images, oldest first, `parallel` at a time (the
+        image pool's size keeps every process busy), while `may_continue()`; how many were
+        looked at."""
+        pending = deque(await self.jobs.pending_derivatives(limit))
+        handled = 0
+
+        async def lane() -> None:
+            nonlocal handled
+            while pending and may_continue():
+                job = pending.popleft()
+                handled += 1
+                await self.make(job)
+
+        await asyncio.gather(*(lane() for _ in range(max(parallel, 1))))
+        return handled
+
+    async def settle(self, timeout: float) -> None:
+        """Let the makes in flight finish (those still running after `timeout` are cancelled:
+        their rows stay pending for the next pass)."""
+        running = list(self._making.values())
+        if not running:
+            return
+        _, late = await asyncio.wait(running, timeout=timeout)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+
+    async def _timed(self, job: ImageJob) -> bool:
+        started = time.perf_counter()
+        made = False
+        try:
+            made = await self._make(job)
+            return made
+        finally:
+            self.recent.append(
+                DerivativeTimes(job.id, (time.perf_counter() - started) * 1000, started, made)
+            )
+            async with self.changed:
+                self.changed.notify_all()
+
+    async def _make(self, job: ImageJob) -> bool:
+        if job.storage_key is None:  # cannot happen to a completed row; never loop on it
+            await self.jobs.finish_derivatives(job.id, DERIVATIVES_FAILED)
+            return False
+        key = thumbnail_key(job.id, job.created_at)
+        with bind(image_id=str(job.id)):
+            try:
+                data = await self.store.get(job.storage_key)
+            except ObjectNotFound:
+                log.warning("derivatives: the stored image is missing")
+                await self.jobs.finish_derivatives(job.id, DERIVATIVES_FAILED)
+                return False
+            per_job = tuple(self.analysers_for(job)) if self.analysers_for is not None else ()
+            work = functools.partial(make_derivatives, data, analysers=self.analysers + per_job)
+            images = None if is_tiny_image(data) else self.images
+            try:
+                derived = await asyncio.get_running_loop().run_in_executor(images, work)
+            except ImageRejected as exc:
+                # a pass-through image is first decoded here: a corrupt one is kept (it is what
+                # the provider sent) and shown as the original instead of a thumbnail
+                log.warning(
+                    "derivatives failed",
+                    extra={"error_code": exc.code, "error_message": exc.message},
+                )
+                await self.jobs.finish_derivatives(job.id, DERIVATIVES_FAILED)
+                return False
+            finally:
+                del data, work
+            await self.store.put(
+                key, derived.thumbnail, content_type=derived.thumbnail_content_type
+            )
+            if self.on_analyses is not None and (derived.analyses or derived.errors):
+                await self.on_analyses(job, derived)
+            if not await self.jobs.finish_derivatives(job.id, DERIVATIVES_DONE):
+                # deleted while the thumbnail was made: leave nothing behind
+                with contextlib.suppress(Exception):
+                    await self.store.delete(key)
+                return False
+            return True

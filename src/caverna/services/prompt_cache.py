@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from caverna.domain.problems import InvalidParametersError
+from caverna.prompting.builder import variant_for
 from caverna.prompting.dialects.base import CompiledPrompt
 from caverna.prompting.dialects.registry import DIALECTS
 from caverna.prompting.engine import PromptEngine, RawParams, compile_resolved, length_problems
@@ -56,8 +57,12 @@ class PromptCacheStore(Protocol):
         """Delete expired entries (or all); returns how many."""
 
 
-def cache_key(params_hash: str, template_version: str, dialect: str) -> str:
-    return hashlib.sha256(f"{params_hash}|{template_version}|{dialect}".encode()).hexdigest()
+def cache_key(
+    params_hash: str, template_version: str, dialect: str, variant: str | None = None
+) -> str:
+    # the A/B variant is appended only when the pack has variants: other keys stay as they were
+    tail = "" if variant is None else f"|{variant}"
+    return hashlib.sha256(f"{params_hash}|{template_version}|{dialect}{tail}".encode()).hexdigest()
 
 
 class CachedCompiler:
@@ -70,7 +75,7 @@ class CachedCompiler:
         pack, resolved = self.engine.resolve(raw, dialect)
         spec_dialect = DIALECTS[dialect]
         version = template_version(pack)
-        key = cache_key(resolved.params_hash, version, dialect)
+        key = cache_key(resolved.params_hash, version, dialect, variant_for(pack, resolved))
         cached = await self.store.get(key, now)
         if cached is not None:
             return CompiledPrompt.from_dict(cached)

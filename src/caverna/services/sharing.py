@@ -69,13 +69,13 @@ class Sharing:
         """The share a token grants, or InvalidLink (forged, altered, expired or revoked)."""
         parts = token.split(".")
         if len(parts) != 3 or not parts[1].isdigit() or len(parts[1]) > 12:
-            raise InvalidLink("the link is malformed")
+            raise InvalidLink("the link is malformed", forged=True)
         subject, expires, signature = parts
         self.signer.verify(SHARE_PURPOSE, subject, int(expires), signature, self.clock())
         try:
             share_id = uuid.UUID(hex=subject)
         except ValueError:
-            raise InvalidLink("the link is malformed") from None
+            raise InvalidLink("the link is malformed", forged=True) from None
         share = await self.store.get(share_id)
         if share is None or share.revoked_at is not None:
             raise InvalidLink("the link was revoked")

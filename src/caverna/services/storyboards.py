@@ -86,11 +86,15 @@ async def contact_sheet(
         raise NothingToExport
     cells: list[SheetCell] = []
     for frame in frames:
-        key = frame.job.thumbnail_key if frame.done and frame.job is not None else None
+        job = frame.job if frame.done else None
         data: bytes | None = None
-        if key is not None:
+        # a thumbnail is made after completion: until it exists, the original stands in
+        for key in (job.thumbnail_key, job.storage_key) if job is not None else ():
+            if key is None:
+                continue
             try:
                 data = await store.get(key)
+                break
             except ObjectNotFound:
                 data = None
         cells.append(SheetCell(f"{frame.number}. {frame.title}", data))

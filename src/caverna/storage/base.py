@@ -15,6 +15,7 @@ never something to retry.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -30,6 +31,19 @@ class StoredObject:
     key: str
     size: int
     content_type: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ListedObject:
+    """One entry of a listing: enough to find objects nothing references and leave fresh ones.
+
+    ``last_modified`` is timezone-aware (UTC), so a grace period never depends on the server's
+    time zone.
+    """
+
+    key: str
+    size: int
+    last_modified: datetime
 
 
 class StorageError(Exception):
@@ -82,6 +96,14 @@ class ObjectStore(Protocol):
 
     async def list_keys(self, prefix: str) -> list[str]:
         """Sorted keys starting with ``prefix`` (a plain string prefix, not a folder match)."""
+        ...
+
+    async def list_objects(self, prefix: str) -> list[ListedObject]:
+        """Like ``list_keys``, with each object's size and last-modified time, sorted by key.
+
+        The time is when the object was last written, so a garbage collector can spare objects
+        written by jobs that have not committed their row yet.
+        """
         ...
 
     async def url(self, key: str, *, expires_in: int | None = None) -> str | None:

@@ -25,10 +25,12 @@ import os
 import secrets
 import stat
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
 from caverna.storage.base import (
+    ListedObject,
     ObjectExists,
     ObjectNotFound,
     StorageUnavailable,
@@ -91,6 +93,10 @@ class LocalStore:
     async def list_keys(self, prefix: str) -> list[str]:
         validate_prefix(prefix)
         return await self._run(prefix, "list", lambda: self._list_sync(prefix))
+
+    async def list_objects(self, prefix: str) -> list[ListedObject]:
+        validate_prefix(prefix)
+        return await self._run(prefix, "list", lambda: self._list_objects_sync(prefix))
 
     async def url(self, key: str, *, expires_in: int | None = None) -> str | None:
         validate_key(key)
@@ -199,11 +205,25 @@ class LocalStore:
         _fsync_folder(path.parent)
 
     def _list_sync(self, prefix: str) -> list[str]:
+        return [key for key, _info in self._walk(prefix)]
+
+    def _list_objects_sync(self, prefix: str) -> list[ListedObject]:
+        return [
+            ListedObject(
+                key=key,
+                size=info.st_size,
+                last_modified=datetime.fromtimestamp(info.st_mtime, UTC),
+            )
+            for key, info in self._walk(prefix)
+        ]
+
+    def _walk(self, prefix: str) -> list[tuple[str, os.stat_result]]:
+        """Keys under ``prefix`` with the ``lstat`` of their file, sorted by key."""
         folder_part = prefix.rpartition("/")[0]
         start = self._root.joinpath(*folder_part.split("/")) if folder_part else self._root
         if Path(os.path.realpath(start)) != start or not start.is_dir():
             return []
-        keys: list[str] = []
+        found: list[tuple[str, os.stat_result]] = []
         for folder, subfolders, files in os.walk(start, followlinks=False):
             relative = Path(folder).relative_to(self._root).as_posix()
             base = "" if relative == "." else relative + "/"
@@ -215,9 +235,13 @@ class LocalStore:
             ]
             for name in files:
                 key = base + name
-                if key.startswith(prefix) and _is_key(key) and _is_plain_file(Path(folder, name)):
-                    keys.append(key)
-        return sorted(keys)
+                if not key.startswith(prefix) or not _is_key(key):
+                    continue
+                info = _plain_file_info(Path(folder, name))
+                if info is not None:
+                    found.append((key, info))
+        found.sort(key=lambda item: item[0])
+        return found
 
 
 def _is_key(name: str) -> bool:
@@ -228,11 +252,12 @@ def _is_key(name: str) -> bool:
     return True
 
 
-def _is_plain_file(path: Path) -> bool:
+def _plain_file_info(path: Path) -> os.stat_result | None:
     try:
-        return stat.S_ISREG(path.lstat().st_mode)
+        info = path.lstat()
     except OSError:
-        return False
+        return None
+    return info if stat.S_ISREG(info.st_mode) else None
 
 
 def _fsync_folder(folder: Path) -> None:

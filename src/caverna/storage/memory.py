@@ -6,9 +6,17 @@ that passes against it does not start failing when pointed at a folder or a buck
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
-from caverna.storage.base import ObjectExists, ObjectNotFound, StoredObject, check_expiry
+from caverna.storage.base import (
+    ListedObject,
+    ObjectExists,
+    ObjectNotFound,
+    StoredObject,
+    check_expiry,
+)
 from caverna.storage.keys import check_content_type, validate_key, validate_prefix
 
 
@@ -17,8 +25,11 @@ class MemoryStore:
 
     kind: str = "memory"
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], datetime] | None = None) -> None:
+        # the clock stamps each write; tests pass one to age objects without waiting
+        self._clock = clock or (lambda: datetime.now(UTC))
         self._objects: dict[str, tuple[bytes, str]] = {}
+        self._modified: dict[str, datetime] = {}
 
     async def put(
         self, key: str, data: bytes, *, content_type: str, if_absent: bool = False
@@ -28,6 +39,7 @@ class MemoryStore:
         if if_absent and key in self._objects:
             raise ObjectExists(key)
         self._objects[key] = (bytes(data), content_type)
+        self._modified[key] = self._clock()
 
     async def get(self, key: str) -> bytes:
         try:
@@ -43,10 +55,20 @@ class MemoryStore:
 
     async def delete(self, key: str) -> None:
         self._objects.pop(validate_key(key), None)
+        self._modified.pop(key, None)
 
     async def list_keys(self, prefix: str) -> list[str]:
         validate_prefix(prefix)
         return sorted(key for key in self._objects if key.startswith(prefix))
+
+    async def list_objects(self, prefix: str) -> list[ListedObject]:
+        validate_prefix(prefix)
+        return [
+            ListedObject(
+                key=key, size=len(self._objects[key][0]), last_modified=self._modified[key]
+            )
+            for key in sorted(key for key in self._objects if key.startswith(prefix))
+        ]
 
     async def url(self, key: str, *, expires_in: int | None = None) -> str | None:
         validate_key(key)

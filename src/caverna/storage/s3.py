@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -29,6 +29,7 @@ from obstore.exceptions import AlreadyExistsError, BaseError, PreconditionError
 from obstore.store import S3Store as ObstoreS3Store
 
 from caverna.storage.base import (
+    ListedObject,
     ObjectExists,
     ObjectNotFound,
     StorageUnavailable,
@@ -167,21 +168,28 @@ class S3Store:
             return
 
     async def list_keys(self, prefix: str) -> list[str]:
+        return [listed.key for listed in await self.list_objects(prefix)]
+
+    async def list_objects(self, prefix: str) -> list[ListedObject]:
         validate_prefix(prefix)
         # obstore lists whole path segments, so list the folder part and filter by string prefix.
         folder = prefix.rpartition("/")[0] or None
-        keys: list[str] = []
+        found: list[ListedObject] = []
         try:
             with self._translated("list", prefix):
                 async for chunk in obstore.list(self._store, folder, chunk_size=_LIST_CHUNK):
-                    keys.extend(
-                        meta["path"]
+                    found.extend(
+                        ListedObject(
+                            key=meta["path"],
+                            size=meta["size"],
+                            last_modified=_aware(meta["last_modified"]),
+                        )
                         for meta in chunk
                         if meta["path"].startswith(prefix) and _is_key(meta["path"])
                     )
         except ObjectNotFound:
             return []
-        return sorted(keys)
+        return sorted(found, key=lambda listed: listed.key)
 
     async def url(self, key: str, *, expires_in: int | None = None) -> str | None:
         validate_key(key)
@@ -272,6 +280,11 @@ def _is_key(name: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _aware(moment: datetime) -> datetime:
+    # obstore returns aware UTC times; a naive one (some S3 look-alikes) is read as UTC
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _first_line(exc: BaseException) -> str:

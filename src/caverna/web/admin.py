@@ -401,7 +401,7 @@ async def retry(request: Request, image_id: uuid.UUID) -> Response:
         job = await actions.visible(admin, image_id)
         if job.status is not JobStatus.FAILED:
             return RedirectResponse("/admin/queue?done=not_retryable", 303)
-        again = await actions.regenerate(admin, image_id, "same")
+        again = await actions.regenerate(admin, image_id, "same", within_quota=False)
     except ImageNotFound:
         return _not_found(request, found)
     except ProblemsError as exc:  # e.g. its provider is no longer configured

@@ -8,6 +8,7 @@ from typing import Any
 from caverna.brand.pack import BrandPack
 from caverna.brand.schema import OPTION_KINDS
 from caverna.prompting.engine import PromptEngine
+from caverna.web import problem_text
 
 KINDS: tuple[str, ...] = tuple(OPTION_KINDS)
 PARAM_OF_KIND = {"pose": "pose", "outfit": "outfit", "footwear": "footwear", "prop": "props"}
@@ -61,9 +62,14 @@ def clean_params(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def disabled_options(
-    engine: PromptEngine, pack: BrandPack, params: dict[str, Any], dialect: str
+    engine: PromptEngine,
+    pack: BrandPack,
+    params: dict[str, Any],
+    dialect: str,
+    locale: str = "en",
 ) -> dict[str, dict[str, str]]:
-    """For each option not chosen, the reason choosing it (with the rest as is) would fail."""
+    """For each option not chosen, the reason choosing it (with the rest as is) would fail,
+    in the visitor's language."""
     base = {k: v for k, v in params.items() if k != "seed"}
     base["seed"] = 1
     known = {(p.code, p.field, p.message) for p in engine.check(base, dialect)}
@@ -86,6 +92,8 @@ def disabled_options(
                 p for p in engine.check(trial, dialect) if (p.code, p.field, p.message) not in known
             ]
             if new:
-                reasons[option_id] = new[0].message
+                reasons[option_id] = problem_text.message(
+                    new[0].code.value, new[0].message, locale, pack
+                )
         result[kind] = reasons
     return result

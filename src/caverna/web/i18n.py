@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from caverna.services.consistency_reports import REVIEW_REASONS
+
 LOCALES: tuple[str, ...] = ("pt-BR", "en")
 DEFAULT_LOCALE = "pt-BR"
 
@@ -98,28 +100,64 @@ MESSAGES: dict[str, dict[str, str]] = {
     "detail.reason": {"en": "Reason", "pt-BR": "Motivo"},
     "detail.note": {"en": "Note", "pt-BR": "Observação"},
     "detail.reviewed": {"en": "Reviewed", "pt-BR": "Avaliada"},
+    "detail.approved": {"en": "Approved", "pt-BR": "Aprovada"},
+    "detail.rejected": {"en": "Rejected", "pt-BR": "Reprovada"},
+    "detail.revoked": {"en": "Revoked", "pt-BR": "Revogado"},
+    "detail.reason_help": {
+        "en": "Needed to reject; approving needs none.",
+        "pt-BR": "Obrigatório para reprovar; para aprovar, não.",
+    },
+    "detail.no_reason": {"en": "No reason", "pt-BR": "Sem motivo"},
+    "detail.review_problems": {"en": "Nothing was changed:", "pt-BR": "Nada foi alterado:"},
     "detail.error": {"en": "What went wrong", "pt-BR": "O que deu errado"},
     "detail.expires": {"en": "expires", "pt-BR": "expira"},
     "error.not_found": {"en": "Nothing here.", "pt-BR": "Nada aqui."},
     "error.forbidden": {"en": "This page is for admins.", "pt-BR": "Esta página é para admins."},
     "error.back": {"en": "Back to the studio", "pt-BR": "Voltar ao estúdio"},
+    "error.method": {
+        "en": "This address is not a page: follow a link or a button to it.",
+        "pt-BR": "Este endereço não é uma página: chegue a ele por um link ou botão.",
+    },
+    "error.problem": {"en": "That did not work", "pt-BR": "Não deu certo"},
     "error.csrf": {
         "en": "This form expired. Reload the page and try again.",
         "pt-BR": "Este formulário expirou. Recarregue a página e tente de novo.",
     },
     "generate.unavailable": {"en": "unavailable", "pt-BR": "indisponível"},
+    "generate.unavailable_count": {
+        "en": "Unavailable with this choice: {count} — why",
+        "pt-BR": "Indisponíveis com esta escolha: {count} — por quê",
+    },
     "generate.progress": {"en": "Progress", "pt-BR": "Progresso"},
 }
 
-REVIEW_REASONS: dict[str, dict[str, str]] = {
+# Labels of the review reasons. The reasons themselves are the services' single list
+# (consistency_reports.REVIEW_REASONS), so the studio can never offer one the API refuses;
+# tests check that every reason has a label in both languages.
+REVIEW_REASON_LABELS: dict[str, dict[str, str]] = {
     "off_model": {"en": "Character off model", "pt-BR": "Personagem fora do modelo"},
-    "wrong_palette": {"en": "Wrong colours", "pt-BR": "Cores erradas"},
+    "wrong_palette": {"en": "Colours off the palette", "pt-BR": "Cores fora da paleta"},
     "wrong_lighting": {"en": "Wrong lighting", "pt-BR": "Iluminação errada"},
     "anatomy": {"en": "Anatomy problems", "pt-BR": "Problemas de anatomia"},
     "composition": {"en": "Composition or framing", "pt-BR": "Composição ou enquadramento"},
-    "artifacts": {"en": "Artifacts or text in image", "pt-BR": "Artefatos ou texto na imagem"},
+    "text_space": {"en": "No room for the text", "pt-BR": "Sem espaço para o texto"},
+    "duplicate": {"en": "Repeats another image", "pt-BR": "Repete outra imagem"},
+    "artifacts": {"en": "Artifacts or stray text", "pt-BR": "Artefatos ou texto indevido"},
     "other": {"en": "Other", "pt-BR": "Outro"},
 }
+
+
+def reason_label(reason: str, locale: str) -> str:
+    """A reason in the visitor's language; an unlabelled one shows its id rather than nothing."""
+    entry = REVIEW_REASON_LABELS.get(reason)
+    if entry is None:
+        return reason
+    return entry.get(locale) or entry["en"]
+
+
+def reason_choices(locale: str) -> list[tuple[str, str]]:
+    """(id, label) for every reason the services accept, in their order."""
+    return [(reason, reason_label(reason, locale)) for reason in REVIEW_REASONS]
 
 
 def register_messages(messages: dict[str, dict[str, str]]) -> None:

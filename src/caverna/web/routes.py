@@ -11,19 +11,22 @@ from fastapi import APIRouter, Form, Header, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
-from caverna.api.deps import check_quota
+from caverna.api.deps import check_quota, quota_held
 from caverna.api.objects import object_response
 from caverna.api.problems import ApiProblem
 from caverna.api.routes.images import detail_view, status_view
+from caverna.brand.pack import BrandPack
 from caverna.domain.accounts import AuditAction, Principal
-from caverna.domain.jobs import JobStatus
+from caverna.domain.jobs import ImageJob, JobStatus
 from caverna.domain.problems import ProblemsError
 from caverna.prompting.dialects.registry import DIALECT_NAMES
+from caverna.services.consistency_reports import REVIEW_REASONS
 from caverna.services.image_actions import ImageNotFound
 from caverna.services.sharing import DEFAULT_SHARE_LIFETIME
 from caverna.services.web_sessions import SESSION_LIFETIME
 from caverna.web import catalog_view
-from caverna.web.i18n import LOCALES, REVIEW_REASONS
+from caverna.web.i18n import LOCALES, reason_choices, reason_label
+from caverna.web.problem_text import field_label, localize_all
 from caverna.web.session import (
     LOCALE_COOKIE,
     LOGIN_CSRF_COOKIE,
@@ -39,7 +42,9 @@ from caverna.web.session import (
 )
 
 router = APIRouter(include_in_schema=False)
+LiveState = dict[str, Any]
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
+REVIEW_VERDICTS = ("approved", "rejected")
 GALLERY_FILTERS = (
     "status",
     "pose",
@@ -63,7 +68,21 @@ def safe_next(value: str | None) -> str:
     return "/generate"
 
 
+def _pack_of(request: Request, pack_id: str) -> BrandPack | None:
+    """The image's own pack, when it is still installed (labels come from it)."""
+    packs = state_of(request).runtime.container.packs
+    return packs.get(pack_id) if pack_id in packs.ids() else None
+
+
+def default_pack(request: Request) -> BrandPack:
+    runtime = state_of(request).runtime
+    return runtime.container.packs.get(runtime.settings.default_pack)
+
+
 def page(name: str, request: Request, found: Visitor, status: int = 200, **values: Any) -> Response:
+    """A page of the studio; its problems, whoever raised them, in the visitor's language."""
+    if values.get("problems"):
+        values["problems"] = localize_all(values["problems"], found.locale, default_pack(request))
     return templates.TemplateResponse(
         request, name, context(request, found, **values), status_code=status
     )
@@ -160,10 +179,39 @@ async def home() -> Response:
 # -- generating --------------------------------------------------------------------------------
 
 
+def default_dialect(request: Request) -> str:
+    """The dialect the prompt panel shows first: the default provider's, when it has one."""
+    wanted = state_of(request).runtime.settings.default_provider
+    return wanted if wanted in DIALECT_NAMES else DIALECT_NAMES[0]
+
+
+def live_state(request: Request, found: Visitor, raw: dict[str, Any], dialect: str) -> LiveState:
+    """What the generate page shows for a choice: its problems, the options it rules out (with
+    the reason) and the compiled prompt. The page is drawn with it and the script asks for it
+    again on every change, so the first answer changes nothing on screen."""
+    runtime = state_of(request).runtime
+    engine = runtime.container.prompts
+    params = catalog_view.clean_params(raw)
+    params["locale"] = found.locale
+    pack = default_pack(request)
+    problems = engine.check(params, dialect)
+    compiled = None
+    if not problems:
+        result = engine.compile({**params, "seed": params.get("seed", 0)}, dialect)
+        compiled = {"prompt": result.prompt, "negative_prompt": result.negative_prompt}
+    return {
+        "problems": localize_all(problems, found.locale, pack),
+        "disabled": catalog_view.disabled_options(engine, pack, params, dialect, found.locale),
+        "compiled": compiled,
+    }
+
+
 def _generate_context(request: Request, found: Visitor, **values: Any) -> dict[str, Any]:
     runtime = state_of(request).runtime
-    pack = runtime.container.packs.get(runtime.settings.default_pack)
+    pack = default_pack(request)
     technical = pack.model.foundation.technical
+    dialect = default_dialect(request)
+    chosen: dict[str, Any] = values.pop("chosen", {})
     return {
         "pack": pack,
         "kinds": {
@@ -174,7 +222,9 @@ def _generate_context(request: Request, found: Visitor, **values: Any) -> dict[s
         "default_aspect_ratio": technical.default_aspect_ratio,
         "providers": list(runtime.providers),
         "dialects": list(DIALECT_NAMES),
-        "chosen": {},
+        "dialect": dialect,
+        "chosen": chosen,
+        "live": live_state(request, found, chosen, dialect),
         "problems": [],
         **values,
     }
@@ -196,26 +246,10 @@ async def check(
     body = await request.json()
     if not isinstance(body, dict):
         return JSONResponse({"detail": "an object is expected"}, 422)
-    runtime = state_of(request).runtime
-    engine = runtime.container.prompts
-    dialect = str(body.get("dialect") or runtime.settings.default_provider)
+    dialect = str(body.get("dialect") or "")
     if dialect not in DIALECT_NAMES:
-        dialect = runtime.settings.default_provider
-    params = catalog_view.clean_params(body)
-    params["locale"] = found.locale
-    pack = runtime.container.packs.get(runtime.settings.default_pack)
-    problems = engine.check(params, dialect)
-    compiled = None
-    if not problems:
-        result = engine.compile({**params, "seed": params.get("seed", 0)}, dialect)
-        compiled = {"prompt": result.prompt, "negative_prompt": result.negative_prompt}
-    return JSONResponse(
-        {
-            "problems": [problem.to_dict() for problem in problems],
-            "disabled": catalog_view.disabled_options(engine, pack, params, dialect),
-            "compiled": compiled,
-        }
-    )
+        dialect = default_dialect(request)
+    return JSONResponse(dict(live_state(request, found, body, dialect)))
 
 
 @router.post("/generate", response_class=HTMLResponse)
@@ -232,9 +266,10 @@ async def generate(request: Request) -> Response:
     state = state_of(request)
     try:
         await check_quota(state, found.session.principal, 1)
-        result = await state.runtime.generation.submit(
-            found.session.principal.user_id, params, provider=provider
-        )
+        async with quota_held(state, found.session.principal):
+            result = await state.runtime.generation.submit(
+                found.session.principal.user_id, params, provider=provider
+            )
     except ProblemsError as exc:
         return page(
             "generate.html",
@@ -274,20 +309,101 @@ async def image_page(request: Request, image_id: uuid.UUID) -> Response:
     job = await _job(request, found, image_id)
     if job is None or job.status is JobStatus.DELETED:
         return page("error.html", request, found, 404, message_key="error.not_found")
+    return await _image_page(request, found, job)
+
+
+async def _image_page(
+    request: Request,
+    found: Visitor,
+    job: ImageJob,
+    status: int = 200,
+    problems: list[dict[str, Any]] | None = None,
+    form: dict[str, str] | None = None,
+) -> Response:
+    # imported here: the consistency module draws its panels with this module's page()
+    from caverna.web.consistency_view import image_consistency
+
     state = state_of(request)
     detail = await detail_view(state, job)
     shares = await state.runtime.sharing.for_image(job.id)
     review = await state.runtime.jobs.review(job.id)
+    reason = (review or {}).get("review_reason")
     return page(
         "image.html",
         request,
         found,
+        status,
         image=detail,
+        parameters=parameter_rows(_pack_of(request, job.pack_id), job.params, found.locale),
         shares=shares,
         review=review,
-        reasons=REVIEW_REASONS,
+        reasons=reason_choices(found.locale),
+        reason_shown=reason_label(str(reason), found.locale) if reason else None,
+        consistency=await image_consistency(request, found, job),
         new_share=request.query_params.get("shared"),
+        problems=problems or [],
+        form=form or {},
     )
+
+
+def parameter_rows(
+    pack: BrandPack | None, params: dict[str, Any], locale: str
+) -> list[tuple[str, str, str]]:
+    """The image's parameters as a reader names them: (field, value, the id it stands for).
+
+    Options and frames show their pack labels in the visitor's language, with the id kept
+    beside them for whoever uses the API; unset parameters are left out.
+    """
+    rows: list[tuple[str, str, str]] = []
+    kinds = {"pose": "pose", "outfit": "outfit", "footwear": "footwear", "props": "prop"}
+    for key, value in params.items():
+        if key in ("locale", "pack") or value is None or value == []:
+            continue
+        ids = [str(v) for v in value] if isinstance(value, list) else [str(value)]
+        names = ids
+        if pack is not None and key in kinds:
+            options = pack.options(kinds[key])  # type: ignore[arg-type]
+            names = [
+                catalog_view.label(options[i].labels, locale) if i in options else i for i in ids
+            ]
+        elif pack is not None and key == "frame" and ids[0] in pack.frames:
+            names = [catalog_view.label(pack.frames[ids[0]].frame.title, locale)]
+        shown = ", ".join(names)
+        rows.append((field_label(key, locale), shown, ", ".join(ids) if names != ids else ""))
+    return rows
+
+
+def review_problems(verdict: str, reason: str | None) -> list[dict[str, Any]]:
+    """A review the form could not have sent as is: said, field by field, and nothing stored."""
+    problems: list[dict[str, Any]] = []
+    if verdict not in REVIEW_VERDICTS:
+        problems.append(
+            {
+                "code": "invalid_choice",
+                "field": "verdict",
+                "message": f"verdict must be one of: {', '.join(REVIEW_VERDICTS)}",
+                "allowed": list(REVIEW_VERDICTS),
+            }
+        )
+    if reason is not None and reason not in REVIEW_REASONS:
+        problems.append(
+            {
+                "code": "invalid_choice",
+                "field": "reason",
+                "message": f"unknown reason '{reason[:64]}'",
+                "allowed": list(REVIEW_REASONS),
+            }
+        )
+    elif verdict == "rejected" and reason is None:
+        problems.append(
+            {
+                "code": "reason_required",
+                "field": "reason",
+                "message": "choose the reason for rejecting the image",
+                "allowed": list(REVIEW_REASONS),
+            }
+        )
+    return problems
 
 
 @router.get("/images/{image_id}/download")
@@ -342,9 +458,10 @@ async def image_action(request: Request, image_id: uuid.UUID, action: str) -> Re
         return RedirectResponse("/gallery", 303)
     if action == "regenerate":
         await check_quota(state, principal, 1)
-        again = await state.actions.regenerate(
-            principal, image_id, "same" if form.get("seed") == "same" else "new"
-        )
+        async with quota_held(state, principal):
+            again = await state.actions.regenerate(
+                principal, image_id, "same" if form.get("seed") == "same" else "new"
+            )
         return RedirectResponse(f"/images/{again.job.id}", 303)
     if action == "share" and job.status is JobStatus.COMPLETED:
         new = await runtime.sharing.create(job, DEFAULT_SHARE_LIFETIME)
@@ -354,7 +471,11 @@ async def image_action(request: Request, image_id: uuid.UUID, action: str) -> Re
         url = str(request.url_for("shared_image", token=new.token))
         return RedirectResponse(f"{here}?shared={url}", 303)
     if action == "revoke":
-        share_id = uuid.UUID(str(form.get("share_id")))
+        try:
+            share_id = uuid.UUID(str(form.get("share_id") or ""))
+        except ValueError:
+            problem = {"code": "invalid_type", "field": "share_id", "message": "not a share id"}
+            return await _image_page(request, found, job, 422, [problem])
         if share_id in {s.id for s in await runtime.sharing.for_image(image_id)}:
             await runtime.sharing.revoke(share_id)
             await runtime.audit.record(
@@ -364,15 +485,18 @@ async def image_action(request: Request, image_id: uuid.UUID, action: str) -> Re
     if action == "review":
         verdict = str(form.get("verdict") or "")
         reason = str(form.get("reason") or "") or None
-        if verdict in ("approved", "rejected") and (reason is None or reason in REVIEW_REASONS):
-            note = str(form.get("note") or "")[:2000] or None
-            await runtime.jobs.set_review(
-                image_id,
-                verdict,
-                reason if verdict == "rejected" else None,
-                note,
-                principal.user_id,
-            )
+        note = str(form.get("note") or "")[:2000] or None
+        problems = review_problems(verdict, reason)
+        if problems:
+            typed = {"reason": reason or "", "note": note or ""}
+            return await _image_page(request, found, job, 422, problems, typed)
+        await runtime.jobs.set_review(
+            image_id,
+            verdict,
+            reason if verdict == "rejected" else None,
+            note,
+            principal.user_id,
+        )
         return RedirectResponse(here, 303)
     return page("error.html", request, found, 404, message_key="error.not_found")
 

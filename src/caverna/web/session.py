@@ -67,7 +67,24 @@ def check_csrf(found: Visitor, sent: str | None) -> None:
 
 
 def secure(request: Request) -> bool:
-    return request.url.scheme == "https"
+    """Whether the visitor's browser reached us over HTTPS, directly or through a TLS proxy.
+
+    The proxy's word (`X-Forwarded-Proto`, `Forwarded: proto=`) is taken without checking who
+    sent it: it can only add the Secure flag, and a forged one only stops the forger's own
+    browser from sending the cookie back over plain HTTP.
+    """
+    if request.url.scheme == "https":
+        return True
+    forwarded_proto = request.headers.get("x-forwarded-proto", "")
+    if forwarded_proto.split(",")[0].strip().lower() == "https":
+        return True
+    forwarded = request.headers.get("forwarded", "")
+    first = forwarded.split(",")[0]
+    for part in first.split(";"):
+        name, _, value = part.strip().partition("=")
+        if name.lower() == "proto" and value.strip('"').lower() == "https":
+            return True
+    return False
 
 
 def set_cookie(

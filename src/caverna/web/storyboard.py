@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
-from caverna.api.deps import check_quota
+from caverna.api.deps import check_quota, quota_held
 from caverna.api.problems import ApiProblem
 from caverna.brand.pack import BrandPack
 from caverna.brand.schema import Sequence
@@ -23,6 +23,7 @@ from caverna.domain.accounts import Principal
 from caverna.domain.jobs import ImageJob, JobStatus, SequenceRun
 from caverna.domain.problems import ProblemsError
 from caverna.imaging.contact_sheet import fit_within
+from caverna.services.consistency_reports import sequence_report
 from caverna.services.generation import sequence_status
 from caverna.services.image_actions import ImageNotFound, SeedChoice
 from caverna.services.storyboards import (
@@ -33,6 +34,7 @@ from caverna.services.storyboards import (
 )
 from caverna.storage.base import StorageError
 from caverna.web import catalog_view
+from caverna.web.consistency_view import ContinuityPanel, continuity_panel
 from caverna.web.i18n import register_messages
 from caverna.web.routes import page
 from caverna.web.session import Visitor, check_csrf, signed_in, state_of
@@ -170,6 +172,7 @@ class Strip:
     frames: list[FrameState]
     run: SequenceRun | None
     runs: list[SequenceRun]
+    continuity: ContinuityPanel | None = None
 
     @property
     def done(self) -> int:
@@ -237,6 +240,10 @@ async def build_strip(
                 height=height,
             )
         )
+    panel = None
+    if run is not None and jobs:
+        packs = state.runtime.container.packs
+        panel = continuity_panel(sequence_report(run.id, jobs, packs, locale))
     return Strip(
         key=sequence.id,
         label=catalog_view.label(sequence.labels, locale),
@@ -244,6 +251,7 @@ async def build_strip(
         frames=frames,
         run=run,
         runs=[other for other in runs if other.sequence_key == sequence.id],
+        continuity=panel,
     )
 
 
@@ -369,9 +377,10 @@ async def storyboard_generate(request: Request) -> Response:
     try:
         # an unknown storyboard still costs one image of quota: it is refused right after
         await check_quota(state, principal, len(sequence.frames) if sequence else 1)
-        result = await runtime.generation.submit_sequence(
-            principal.user_id, key, params, provider=provider
-        )
+        async with quota_held(state, principal):
+            result = await runtime.generation.submit_sequence(
+                principal.user_id, key, params, provider=provider
+            )
     except ProblemsError as exc:
         problems = [problem.to_dict() for problem in exc.problems]
         return await render(request, found, None, status=422, problems=problems, form=chosen)
@@ -403,7 +412,8 @@ async def storyboard_regenerate(
     seed: SeedChoice = "same" if form.get("seed") == "same" else "new"
     try:
         await check_quota(state, principal, 1)
-        await state.actions.regenerate(principal, image_id, seed, in_sequence=True)
+        async with quota_held(state, principal):
+            await state.actions.regenerate(principal, image_id, seed, in_sequence=True)
     except ApiProblem as exc:
         problem = {"code": exc.code, "field": "", "message": exc.detail}
         return await render(request, found, str(sequence_id), status=exc.status, problems=[problem])

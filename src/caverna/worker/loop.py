@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from caverna.queue.base import JobStore
 from caverna.services.processing import JobProcessor, log_context
 
 log = logging.getLogger(__name__)
+# a wake-up works through at most this many batches before it lets a sweep interval pass
+DERIVATIVE_BATCHES_PER_WAKE = 64
 
 
 def new_worker_id() -> str:
@@ -36,6 +39,13 @@ class WorkerOptions:
     poll_seconds: float = 1.0
     sweep_seconds: float = 5.0
     drain_seconds: float = 30.0
+    # the post-completion pass (thumbnails, analyses) at low priority: only once no job's
+    # image has been processed here for `derivatives_quiet_seconds`, a batch at a time
+    derivatives: bool = True
+    derivatives_batch: int = 16
+    derivatives_quiet_seconds: float = 0.2
+    # makes at once: one per image-pool process keeps the pool busy when the pipeline is quiet
+    derivatives_parallel: int = 2
 
 
 class Worker:
@@ -57,6 +67,7 @@ class Worker:
         self.on_finished = on_finished
         self.processed = 0
         self._running: dict[asyncio.Task[JobStatus], ImageJob] = {}
+        self._derive_wake = asyncio.Event()
 
     def _free_providers(self) -> list[str]:
         busy: dict[str, int] = {}
@@ -71,6 +82,11 @@ class Worker:
         """Work until `stop` is set (or `max_jobs` are done), then finish what is in hand."""
         loop = asyncio.get_running_loop()
         next_sweep = 0.0
+        deriving = (
+            asyncio.create_task(self._derive(), name="derivatives")
+            if self.options.derivatives
+            else None
+        )
         try:
             while not stop.is_set():
                 if max_jobs is not None and self.processed >= max_jobs and not self._running:
@@ -78,12 +94,61 @@ class Worker:
                 if loop.time() >= next_sweep:
                     await self._sweep()
                     next_sweep = loop.time() + self.options.sweep_seconds
-                claimed = await self._fill(max_jobs)
+                try:
+                    claimed = await self._fill(max_jobs)
+                except Exception:  # the database may be briefly away: wait a poll, then retry
+                    log.exception("claim failed", extra={"worker_id": self.worker_id})
+                    claimed = 0
                 if claimed:
                     continue
                 await self._wait(stop)
         finally:
+            if deriving is not None:
+                deriving.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await deriving
             await self._drain()
+            if deriving is not None:
+                await self.processor.derivatives.settle(self.options.drain_seconds)
+
+    def _quiet_for(self) -> float | None:
+        """How much longer to wait before the pipeline can spare the CPU (0: now; None: a job's
+        image is being processed, and its end wakes the pass). Jobs that follow each other
+        closely leave their thumbnails for a pause, so the pass never competes with them for
+        the image pool, the disk or the database."""
+        processor = self.processor
+        if processor.image_work:
+            return None
+        quiet = time.monotonic() - processor.image_work_ended
+        return max(self.options.derivatives_quiet_seconds - quiet, 0.0)
+
+    def _spare(self) -> bool:
+        return self._quiet_for() == 0.0
+
+    async def _derive(self) -> None:
+        """Thumbnails and analyses of completed jobs, at low priority. Woken by each finished
+        job, and every sweep interval for rows other processes left pending (a crash)."""
+        maker = self.processor.derivatives
+        batch = max(self.options.derivatives_batch, 1)
+        self._derive_wake.set()  # a fresh worker first catches up
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._derive_wake.wait(), self.options.sweep_seconds)
+            self._derive_wake.clear()
+            try:
+                for _ in range(DERIVATIVE_BATCHES_PER_WAKE):
+                    wait = self._quiet_for()
+                    if wait is None:
+                        break
+                    if wait > 0:
+                        await asyncio.sleep(wait)  # then look again: a job may have come
+                        continue
+                    if not await maker.catch_up(
+                        batch, may_continue=self._spare, parallel=self.options.derivatives_parallel
+                    ):
+                        break
+            except Exception:  # the database or the store may be briefly away: next wake-up
+                log.exception("derivatives pass failed", extra={"worker_id": self.worker_id})
 
     async def _fill(self, max_jobs: int | None) -> int:
         claimed = 0
@@ -107,6 +172,7 @@ class Worker:
     def _finished(self, task: asyncio.Task[JobStatus]) -> None:
         job = self._running.pop(task, None)
         self.processed += 1
+        self._derive_wake.set()
         if job is None or task.cancelled():
             return
         status = task.result() if task.exception() is None else JobStatus.QUEUED

@@ -23,7 +23,13 @@ from caverna.api.schemas import (
     UserStateRequest,
 )
 from caverna.domain.accounts import AuditEntry, KeyInfo, UserInfo
-from caverna.domain.problems import NotFound
+from caverna.domain.problems import (
+    InvalidParametersError,
+    NotFound,
+    Problem,
+    ProblemCode,
+    raise_if_any,
+)
 from caverna.services.bulk import BulkInfo
 
 router = APIRouter(
@@ -69,6 +75,17 @@ def _entry(entry: AuditEntry) -> AuditEntryOut:
     )
 
 
+def _printable_filters(**filters: str | None) -> None:
+    """Filters are compared with stored text: a control character can match nothing, and
+    PostgreSQL refuses NUL outright (a server error rather than an answer)."""
+    problems = [
+        Problem(ProblemCode.INVALID_CHARACTERS, name, "control characters are not allowed")
+        for name, value in filters.items()
+        if value is not None and any(ord(ch) < 32 or ord(ch) == 127 for ch in value)
+    ]
+    raise_if_any(problems, InvalidParametersError, "invalid filter")
+
+
 def _missing(exc: NotFound) -> ApiProblem:
     return ApiProblem(404, "not_found", str(exc))
 
@@ -98,6 +115,7 @@ async def list_keys(
     user: Annotated[str | None, Query(max_length=64)] = None,
 ) -> list[KeyOut]:
     """Keys with their prefix, creation, last use and revocation (never the key itself)."""
+    _printable_filters(user=user)
     return [_key(key) for key in await state.runtime.accounts.list_keys(user)]
 
 
@@ -155,6 +173,7 @@ async def audit_log(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> AuditPage:
     """The audit log, newest first, with filters and keyset pagination."""
+    _printable_filters(action=action, actor=actor, target=target, cursor=cursor)
     entries, next_cursor = await state.runtime.audit.query(
         action=action,
         actor=actor,

@@ -13,6 +13,7 @@ from caverna.api.deps import Caller, State
 from caverna.api.schemas import ProviderHealth
 from caverna.bootstrap import HEAD_REVISION, provider_health
 from caverna.db.migrate import current_revision
+from caverna.metrics_server import queue_collector
 
 router = APIRouter(tags=["health"])
 READY_TIMEOUT = 3.0
@@ -56,7 +57,12 @@ async def metrics(state: State) -> Response:
     runtime = state.runtime
     state.metrics.set_job_counts(await runtime.jobs.counts())
     assert runtime.metrics is not None
-    return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    registry = runtime.metrics.registry
+    queue = queue_collector(
+        registry, runtime.jobs, providers=list(runtime.providers), clock=runtime.clock
+    )
+    await queue.refresh()
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/api/v1/providers/health", tags=["providers"])

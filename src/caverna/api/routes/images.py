@@ -18,6 +18,7 @@ from caverna.api.objects import object_response
 from caverna.api.problems import ApiProblem, documented, not_found
 from caverna.api.schemas import (
     Accepted,
+    Consistency,
     ErrorInfo,
     GenerateRequest,
     ImageDetail,
@@ -28,7 +29,7 @@ from caverna.api.schemas import (
     ShareRequest,
 )
 from caverna.api.state import ApiState
-from caverna.domain.accounts import AuditAction, Principal
+from caverna.domain.accounts import AuditAction, Principal, check_user_id
 from caverna.domain.jobs import ImageJob, JobStatus
 from caverna.domain.problems import InvalidParametersError, ProblemsError
 from caverna.services.idempotency import IdempotencyInProgress, IdempotencyKeyReused
@@ -96,6 +97,21 @@ async def detail_view(state: ApiState, job: ImageJob) -> ImageDetail:
         created_at=job.created_at,
         started_at=job.started_at,
         completed_at=job.completed_at,
+        consistency=consistency_view(job),
+        variant=job.variant,
+        reroll_of=job.reroll_of,
+        reroll_attempt=job.reroll_attempt,
+    )
+
+
+def consistency_view(job: ImageJob) -> Consistency | None:
+    if job.consistency is None:
+        return None
+    status = job.consistency.get("status")
+    return Consistency(
+        score=job.consistency_score,
+        status=status if isinstance(status, str) else "skipped",
+        report=job.consistency,
     )
 
 
@@ -224,6 +240,7 @@ async def list_images(
 
     Pages stay stable while new images arrive: walking the cursors visits each image once.
     """
+    check_user_id(user_id)  # a malformed id is a rejected parameter, not an empty history
     if user_id != caller.user_id and not caller.is_admin:
         raise not_found("user")
     raw = {

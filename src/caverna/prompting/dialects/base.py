@@ -30,8 +30,11 @@ class CompiledPrompt:
     payload: dict[str, Any]
     seed: int | None
     warnings: tuple[str, ...] = field(default=())
+    variant: str | None = None  # the pack's A/B variant, recorded with the image
 
     def to_dict(self) -> dict[str, Any]:
+        # "variant" only when there is one: prompts of packs without variants stay byte-identical
+        extra = {} if self.variant is None else {"variant": self.variant}
         return {
             "dialect": self.dialect,
             "pack": self.pack,
@@ -44,6 +47,7 @@ class CompiledPrompt:
             "seed": self.seed,
             "payload": self.payload,
             "warnings": list(self.warnings),
+            **extra,
         }
 
     @classmethod
@@ -60,6 +64,7 @@ class CompiledPrompt:
             payload=data["payload"],
             seed=data["seed"],
             warnings=tuple(data["warnings"]),
+            variant=data.get("variant"),
         )
 
     def to_json(self) -> str:
@@ -99,6 +104,7 @@ def compiled(
         payload=payload,
         seed=seed,
         warnings=tuple(warnings or ()),
+        variant=spec.variant,
     )
 
 

@@ -32,9 +32,30 @@ function setupGenerate(form) {
     if (help) help.textContent = (option && option.dataset.description) || "";
   }
 
+  function listUnavailable(select, reasons) {
+    // the reasons of ruled-out options, in the page: a disabled option's title is out of reach
+    const box = document.getElementById(select.id + "-unavailable");
+    if (!box) return;
+    const items = [];
+    for (const option of select.options) {
+      const reason = reasons[option.value];
+      if (!option.value || !reason || option.selected) continue;
+      const item = document.createElement("li");
+      const name = document.createElement("strong");
+      name.textContent = option.dataset.label || option.textContent;
+      item.append(name, ": " + reason);
+      items.push(item);
+    }
+    const summary = box.querySelector("summary");
+    summary.textContent = summary.dataset.template.replace("{count}", items.length);
+    box.querySelector("ul").replaceChildren(...items);
+    box.hidden = items.length === 0;
+  }
+
   function showDisabled(disabled) {
     for (const select of form.querySelectorAll("select[data-kind]")) {
       const reasons = disabled[select.dataset.kind] || {};
+      listUnavailable(select, reasons);
       for (const option of select.options) {
         if (!option.value) continue;
         const reason = reasons[option.value];
@@ -69,7 +90,7 @@ function setupGenerate(form) {
     for (const problem of problems) {
       const item = document.createElement("li");
       const field = document.createElement("strong");
-      field.textContent = problem.field;
+      field.textContent = problem.field_label || problem.field;
       item.append(field, ": " + problem.message);
       list.append(item);
     }
@@ -82,6 +103,8 @@ function setupGenerate(form) {
       headers: { "content-type": "application/json", "x-csrf-token": csrf() },
       body: JSON.stringify(params()),
     });
+    // signed out meanwhile (the session ended): reloading leads to the sign-in page and back
+    if (answer.status === 401) { window.location.reload(); return; }
     if (!answer.ok) return;
     const result = await answer.json();
     showProblems(result.problems);
