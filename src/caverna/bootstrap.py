@@ -220,10 +220,11 @@ async def open_runtime(
     )
     metrics = ProviderMetrics()
     rate_limiter = RateLimiter(settings.redis_url or None)
+    image_pool = _image_pool(settings)
     available = (
         dict(providers)
         if providers is not None
-        else _resilient(_providers(settings, http), settings, metrics, rate_limiter)
+        else _resilient(_providers(settings, http, image_pool), settings, metrics, rate_limiter)
     )
     webhook_store = SqlWebhookStore(engine)
     webhooks = WebhookDispatcher(
@@ -258,7 +259,6 @@ async def open_runtime(
         webhooks=webhooks,
         quotas=quotas,
     )
-    image_pool = _image_pool(settings)
     processor = JobProcessor(
         jobs=jobs,
         compiler=compiler,
@@ -455,13 +455,16 @@ async def _prepare_database(engine: AsyncEngine, url: str) -> None:
         )
 
 
-def _providers(settings: Settings, session: aiohttp.ClientSession) -> dict[str, ImageProvider]:
-    """Configured providers in failover order; the offline preview is always available."""
+def _providers(
+    settings: Settings, session: aiohttp.ClientSession, image_pool: Executor | None
+) -> dict[str, ImageProvider]:
+    """Configured providers in failover order; the offline preview is always available (and
+    draws in the image pool, off the serving process's event loop)."""
     prices = DEFAULT_PRICES
     if settings.price_table:
         prices = DEFAULT_PRICES.merged(PriceTable.from_json(settings.price_table))
     timeout = settings.provider_timeout_seconds
-    preview: ImageProvider = PreviewProvider()
+    preview: ImageProvider = PreviewProvider(image_pool)
     if settings.preview_latency_ms:
         preview = WithLatency(preview, settings.preview_latency_ms)
     built: dict[str, Callable[[], ImageProvider]] = {

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import re
 from collections.abc import Iterator
 
@@ -13,7 +14,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from caverna.api.request_id import MAX_LENGTH, RequestId, accepted_request_id
+from caverna.api.request_id import MAX_LENGTH, RequestId, accepted_request_id, new_request_id
 from caverna.logs import bound, configure_logging
 from caverna.web.app import install_web
 from tests.api.conftest import Api
@@ -186,3 +187,22 @@ async def test_studio_pages_carry_it(api: Api) -> None:
         assert GENERATED.fullmatch(_id(answer)), path
     mine = await api.client.get("/login", headers={"X-Request-Id": "page-1"})
     assert _id(mine) == "page-1"
+
+
+def test_generated_ids_are_distinct_and_a_forked_process_draws_its_own() -> None:
+    ids = [new_request_id() for _ in range(20_000)]
+    assert len(set(ids)) == len(ids)
+    assert all(GENERATED.fullmatch(value) for value in ids)
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        os.write(write, new_request_id().encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(child, 0)
+    theirs = os.read(read, 64).decode()
+    os.close(read)
+    ours = new_request_id()
+    assert GENERATED.fullmatch(theirs)
+    # the counter part may coincide; the per-process random part must not
+    assert theirs[:20] != ours[:20]

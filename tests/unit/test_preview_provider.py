@@ -7,6 +7,9 @@ import copy
 import dataclasses
 import io
 import pickle
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from typing import Any
 
 import pytest
@@ -196,18 +199,33 @@ def test_warm_light_is_red_and_cool_light_is_blue() -> None:
 # --- the provider ---------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def image_pool() -> Iterator[ProcessPoolExecutor]:
+    pool = ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn"))
+    yield pool
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+@pytest.mark.parametrize("in_pool", [False, True], ids=["threads", "process-pool"])
 async def test_generate_reports_progress_and_returns_delivery_bytes(
-    invitation: CompiledPrompt,
+    invitation: CompiledPrompt, in_pool: bool, request: pytest.FixtureRequest
 ) -> None:
     seen: list[float] = []
+    workers: set[int] = set()
 
     async def progress(fraction: float) -> None:
         seen.append(fraction)
 
-    provider = PreviewProvider()
+    pool: ProcessPoolExecutor | None = request.getfixturevalue("image_pool") if in_pool else None
+    provider = PreviewProvider(pool)
+    if pool is not None:
+        workers = set(pool._processes)  # started on first use, so empty here
     assert isinstance(provider, ImageProvider)
-    request = GenerationRequest(job_id="job-1", compiled=invitation, delivery="png")
-    result = await provider.generate(request, progress)
+    generation = GenerationRequest(job_id="job-1", compiled=invitation, delivery="png")
+    result = await provider.generate(generation, progress)
+    if pool is not None:  # the drawing ran in the pool's process, not in this one
+        assert not workers
+        assert len(pool._processes) == 1
 
     assert seen == sorted(seen)
     assert len(set(seen)) == len(seen) >= 2

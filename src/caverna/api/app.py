@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -76,6 +77,7 @@ def create_app(
         version=__version__,
         summary="On-brand character images from a brand pack, through any image model.",
         lifespan=lifespan,
+        **_without_framework_telemetry(),
     )
     if runtime is not None:  # usable before (or without) the lifespan, e.g. in ASGI tests
         app.state.api = build_state(runtime, events_poll_seconds=options.events_poll_seconds)
@@ -98,6 +100,17 @@ async def _quota_refused_late(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, QuotaExceeded)
     owner = exc.user_id or "unknown"
     return problem_response(await quota_refused(request.app.state.api, owner, exc))
+
+
+def _without_framework_telemetry() -> dict[str, Any]:
+    """FastAPI releases with built-in OpenTelemetry look up the global providers on every
+    request (environment reads included) even when none is configured; metrics and request ids
+    are this app's own, so switch that off where the option exists."""
+    if "telemetry" not in inspect.signature(FastAPI.__init__).parameters:
+        return {}
+    return {
+        "telemetry": {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
+    }
 
 
 def _document_problems(app: FastAPI) -> None:

@@ -12,9 +12,11 @@ made by the other layers (the body limit's 413, a 404, an unhandled error's 500)
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import re
-import uuid
+import secrets
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -28,8 +30,25 @@ _WELL_FORMED = re.compile(rb"[A-Za-z0-9][A-Za-z0-9._:@+=/-]{0,127}")
 log = logging.getLogger(__name__)
 
 
+_counter = itertools.count()
+_prefix = secrets.token_hex(10)
+
+
+def _new_prefix() -> None:
+    global _prefix, _counter
+    _prefix, _counter = secrets.token_hex(10), itertools.count()
+
+
+os.register_at_fork(after_in_child=_new_prefix)
+
+
 def new_request_id() -> str:
-    return uuid.uuid4().hex
+    """32 hex digits: 80 random bits drawn once per process, then a counter.
+
+    Unique across processes and restarts like a uuid4, but without a read of the system's random
+    source per request, which measured as much as the rest of this middleware together.
+    """
+    return f"{_prefix}{next(_counter) & 0xFFFF_FFFF_FFFF:012x}"
 
 
 def accepted_request_id(raw: bytes | None) -> str | None:
