@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,7 +26,9 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
+
+from caverna.db.point_reads import PointRead, open_loop_connection
 
 SQLITE_PRAGMAS = (
     "PRAGMA journal_mode=WAL",
@@ -143,6 +146,8 @@ class TransactionRunner:
         self.engine = engine
         self._sqlite: Engine | None = None
         self._thread: ThreadPoolExecutor | None = None
+        # the pooled connection point reads use on the event loop, made on first use
+        self._loop: tuple[PoolProxiedConnection, sqlite3.Connection] | None = None
         if engine.dialect.name == "sqlite":
             url = engine.url.set(drivername="sqlite")
             self._sqlite = create_sync_engine(
@@ -175,8 +180,41 @@ class TransactionRunner:
         async with self.engine.connect() as connection:
             return await connection.run_sync(work)
 
+    async def read_point(
+        self, query: PointRead, params: Mapping[str, Any]
+    ) -> dict[str, Any] | None:
+        """One row by key: on SQLite right here on the event loop (see `point_reads`), falling
+        back to `read` when the database is busy or anything else goes wrong there."""
+        if self._sqlite is not None:
+            try:
+                return query.on_sqlite(self._loop_connection(), self._sqlite.dialect, params)
+            except sqlite3.Error:
+                self._drop_loop_connection()
+        return await self.read(lambda connection: query.on_connection(connection, params))
+
+    def _loop_connection(self) -> sqlite3.Connection:
+        if self._loop is None:
+            assert self._sqlite is not None
+            raw = self._sqlite.raw_connection()
+            try:
+                self._loop = (raw, open_loop_connection(raw))
+            except BaseException:
+                raw.close()
+                raise
+        return self._loop[1]
+
+    def _drop_loop_connection(self) -> None:
+        loop, self._loop = self._loop, None
+        if loop is not None:
+            with contextlib.suppress(Exception):
+                loop[0].invalidate()
+
     def close(self) -> None:
         if self._thread is not None:
             self._thread.shutdown(wait=True)
+        if self._loop is not None:
+            with contextlib.suppress(Exception):
+                self._loop[0].close()
+            self._loop = None
         if self._sqlite is not None:
             self._sqlite.dispose()

@@ -16,7 +16,7 @@ import dataclasses
 import functools
 import hashlib
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -38,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from caverna.db.engine import TransactionRunner
 from caverna.db.models import ImageRow, SequenceRow
+from caverna.db.point_reads import PointRead
 from caverna.db.types import UTCDateTime
 from caverna.domain.jobs import (
     CompletedImage,
@@ -70,6 +71,22 @@ def to_job(row: Any) -> ImageJob:
     values = {name: getattr(row, name) for name in _JOB_FIELDS}
     values["status"] = JobStatus(row.status)
     return ImageJob(**values)
+
+
+def job_from(values: Mapping[str, Any]) -> ImageJob:
+    fields = {name: values[name] for name in _JOB_FIELDS}
+    fields["status"] = JobStatus(fields["status"])
+    return ImageJob(**fields)
+
+
+# the two reads a status poll makes, compiled once (see caverna.db.point_reads)
+JOB_BY_ID = PointRead(select(IMAGES).where(IMAGES.c.id == bindparam("id")))
+QUEUED_AHEAD = PointRead(
+    select(func.count().label("ahead")).where(
+        IMAGES.c.status == JobStatus.QUEUED.value,
+        IMAGES.c.next_attempt_at < bindparam("before", type_=UTCDateTime()),
+    )
+)
 
 
 def claim_statement(
@@ -244,7 +261,8 @@ class SqlJobStore:
         return await self._db.read(run)
 
     async def get(self, job_id: uuid.UUID) -> ImageJob | None:
-        return await self._one(select(IMAGES).where(IMAGES.c.id == job_id))
+        values = await self._db.read_point(JOB_BY_ID, {"id": job_id})
+        return job_from(values) if values is not None else None
 
     async def find_reusable(
         self,
@@ -548,11 +566,8 @@ class SqlJobStore:
         """How many runnable jobs a queued job waits behind (same order as the claim)."""
         if job.next_attempt_at is None:
             return 0
-        query = select(func.count()).where(
-            ImageRow.status == JobStatus.QUEUED.value,
-            ImageRow.next_attempt_at < job.next_attempt_at,
-        )
-        return await self._db.read(lambda connection: int(connection.execute(query).scalar_one()))
+        values = await self._db.read_point(QUEUED_AHEAD, {"before": job.next_attempt_at})
+        return int(values["ahead"]) if values is not None else 0
 
     async def sweep(self) -> SweepResult:
         now = self._clock()
