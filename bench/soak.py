@@ -30,6 +30,7 @@ import json
 import math
 import os
 import random
+import signal
 import statistics
 import sys
 import tempfile
@@ -465,6 +466,10 @@ def draw_chart(path: Path, windows: Sequence[Window]) -> None:
     image.save(path)
 
 
+def _exit_on_term(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--minutes", type=float, default=10.0)
@@ -488,6 +493,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--new-images is a fraction between 0 and 1")
     args.out.mkdir(parents=True, exist_ok=True)
     args.load_before = os.getloadavg()[0]
+    # A plain SIGTERM would end the process without running the finally below and leave the
+    # server running; turning it into SystemExit lets the cleanup stop the server first.
+    signal.signal(signal.SIGTERM, _exit_on_term)
     with tempfile.TemporaryDirectory() as folder:
         os.environ.setdefault("CAVERNA_LOG_LEVEL", "WARNING")
         server = Server(Path(folder) / "data", args.image_processes, args.processes)
