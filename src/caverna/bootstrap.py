@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import os
@@ -30,6 +31,7 @@ from caverna.db.migrate import current_revision, upgrade_engine
 from caverna.db.prompt_cache import SqlPromptCacheStore
 from caverna.db.web_sessions import SqlWebSessionStore
 from caverna.db.webhooks import SqlWebhookStore
+from caverna.imaging.pool import start_image_process
 from caverna.moderation_openai import OpenAIModerationConfig, OpenAIModerator
 from caverna.prompting.engine import PromptEngine
 from caverna.providers.base import ImageProvider
@@ -74,6 +76,12 @@ from caverna.webhooks_http import HttpWebhookSender
 from caverna.worker.loop import Worker, WorkerOptions
 
 HEAD_REVISION = "0008"
+# what the image pool's tasks run: image processing, preview drawing, the derivatives pass
+IMAGE_PROCESS_MODULES = (
+    "caverna.imaging",
+    "caverna.providers.preview",
+    "caverna.services.consistency",
+)
 
 
 def utcnow() -> datetime:
@@ -163,6 +171,24 @@ class Runtime:
             asyncio.create_task(self.bulk.run(stop), name="bulk-operations"),
             asyncio.create_task(self.webhooks.run(stop), name="webhooks"),
         ]
+
+    async def warm_image_pool(self) -> set[int]:
+        """Start every image process now instead of on the first images.
+
+        The pool spawns a process when a task finds none idle, so one task per process, sent
+        at once, starts them all. Serving and worker processes call this before they take
+        work: otherwise the first seconds under load go to spawning and importing while the
+        queue grows. Returns the pids that answered (empty without a process pool).
+        """
+        pool = self.image_pool
+        if not isinstance(pool, ProcessPoolExecutor):
+            return set()
+        loop = asyncio.get_running_loop()
+        started = functools.partial(start_image_process, IMAGE_PROCESS_MODULES)
+        pids = await asyncio.gather(
+            *(loop.run_in_executor(pool, started) for _ in range(_pool_size(self.settings)))
+        )
+        return set(pids)
 
     async def aclose(self) -> None:
         if self.http is not None:
@@ -433,12 +459,17 @@ def _resilient(
     }
 
 
-def _image_pool(settings: Settings) -> Executor | None:
-    """Processes start on first use (spawned: forking a process with threads is unsafe)."""
+def _pool_size(settings: Settings) -> int:
     count = settings.image_processes
-    if count == 0:
+    return count if count >= 0 else (os.cpu_count() or 1)
+
+
+def _image_pool(settings: Settings) -> Executor | None:
+    """Processes start on first use, or at `Runtime.warm_image_pool` (spawned: forking a
+    process with threads is unsafe)."""
+    workers = _pool_size(settings)
+    if workers == 0:
         return None
-    workers = count if count > 0 else (os.cpu_count() or 1)
     return ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
 
 

@@ -59,6 +59,8 @@ def create_app(
         first = await active.accounts.ensure_first_admin()
         if first is not None and options.announce_admin_key is not None:
             options.announce_admin_key(first)
+        if options.run_workers:
+            await active.warm_image_pool()
         stop = asyncio.Event()
         workers = asyncio.create_task(active.worker().run(stop)) if options.run_workers else None
         background = active.background(stop) if options.run_workers else []

@@ -241,6 +241,7 @@ def register(app: typer.Typer, make_container: ContainerFactory, fail: FailHandl
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(NotImplementedError):
                     loop.add_signal_handler(sig, stop.set)
+            await runtime.warm_image_pool()
             instance = runtime.worker(concurrency=concurrency)
             running: list[asyncio.Task[None]] = []
             settings = runtime.settings
