@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -160,6 +161,25 @@ def test_two_processes_share_one_port_and_finish_the_jobs(tmp_path: Path) -> Non
     assert "Traceback" not in output
     for server in servers:
         assert not Path(f"/proc/{server}").exists()
+
+
+def test_port_zero_prints_the_port_the_processes_share(tmp_path: Path) -> None:
+    process = start(tmp_path / "data", 0, "--processes", "2")
+    reader = Reader(process)
+    try:
+        deadline = time.monotonic() + 60
+        found = None
+        while found is None and time.monotonic() < deadline and process.poll() is None:
+            line = next((line for line in reader.lines if ", 2 processes" in line), "")
+            found = re.search(r"http://127\.0\.0\.1:(\d+), 2 processes", line)
+            time.sleep(0.1)
+        assert found is not None, "\n".join(reader.lines)
+        port = int(found.group(1))
+        assert port != 0
+        wait_ready(f"http://127.0.0.1:{port}", process, reader)
+    finally:
+        stop(process)
+        reader.join(30)
 
 
 def test_a_bad_process_count_is_refused_before_anything_starts(tmp_path: Path) -> None:

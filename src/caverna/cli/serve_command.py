@@ -144,8 +144,9 @@ def register(app: typer.Typer, make_container: ContainerFactory, _fail: Any) -> 
         factory = functools.partial(build_app, make_container, not no_workers, None)
         config = _config(factory, host, port, processes)
         socket = config.bind_socket()
+        bound = socket.getsockname()[1]  # the port asked for, or the free one --port 0 got
         typer.echo(
-            f"Caverna {workers} on http://{shown}:{port}, {processes} processes"
+            f"Caverna {workers} on http://{shown}:{bound}, {processes} processes"
             f"  (studio: /, API docs: /docs)  [{server_stack()}]"
         )
         Multiprocess(config, sockets=[socket]).run()
