@@ -1,7 +1,7 @@
 """Scale-out: two `caverna serve --no-workers` and two `caverna worker` processes on one
 PostgreSQL database, one Redis and one S3 bucket, with the OpenAI fake as the provider.
 
-It runs the same code as `bench/scaleout.py` (CAVERNA_SCALEOUT_JOBS jobs, the issue's 2,000 by default) and
+It runs the same code as `bench/scaleout.py` (CAVERNA_SCALEOUT_JOBS jobs, 2,000 by default) and
 checks that every job completed exactly once with exactly one image in the bucket and no object
 without a row, that an image's progress can be followed (SSE) through the API process that did
 not accept it, and that the per-key rate limit and the daily quota hold for the deployment as a

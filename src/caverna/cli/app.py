@@ -39,13 +39,12 @@ from caverna.cli.options import (
     image_params,
 )
 from caverna.cli.render import compiled_panel, pack_summary, problems_table
+from caverna.cli.runtime_scope import EXIT_INVALID
 from caverna.config import Settings
 from caverna.domain.problems import InvalidPackError, ProblemsError
 from caverna.logs import configure_logging
 from caverna.prompting.dialects.registry import DIALECT_NAMES
 from caverna.services.packs import PackReport, validate_folder, validate_installed
-
-EXIT_INVALID = 2
 
 app = typer.Typer(
     name="caverna",

@@ -6,7 +6,6 @@ its actions are audited with the actor `cli`.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 import uuid
@@ -19,9 +18,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from caverna.bootstrap import Container, DatabaseNotMigrated, Runtime, open_runtime
+from caverna.bootstrap import Container, Runtime
 from caverna.cli.options import JsonOpt
 from caverna.cli.render import problems_table
+from caverna.cli.runtime_scope import EXIT_INVALID, run_on_runtime
 from caverna.domain.accounts import KeyInfo, NewKey, Role, check_user_id, parse_role
 from caverna.domain.problems import (
     InvalidParametersError,
@@ -33,8 +33,6 @@ from caverna.domain.problems import (
 
 T = TypeVar("T")
 ACTOR = "cli"
-EXIT_FAILED = 1
-EXIT_INVALID = 2
 
 ContainerFactory = Callable[[list[Path] | None], Container]
 FailHandler = Callable[[ProblemsError, bool], Any]
@@ -47,19 +45,8 @@ def register(app: typer.Typer, make_container: ContainerFactory, fail: FailHandl
     def run(work: Callable[[Runtime], Awaitable[T]], as_json: bool = False) -> T:
         container = make_container(None)
 
-        async def main() -> T:
-            try:
-                runtime = await open_runtime(container)
-            except DatabaseNotMigrated as exc:
-                typer.echo(f"error: {exc}", err=True)
-                raise typer.Exit(EXIT_FAILED) from None
-            try:
-                return await work(runtime)
-            finally:
-                await runtime.aclose()
-
         try:
-            return asyncio.run(main())
+            return run_on_runtime(container, work)
         except ProblemsError as exc:
             fail(exc, as_json)
             raise typer.Exit(EXIT_INVALID) from None

@@ -23,6 +23,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from caverna.bootstrap import HEAD_REVISION, SECRET_FILE, Container, utcnow
+from caverna.cli.runtime_scope import EXIT_FAILED, EXIT_INVALID
 from caverna.config import Settings
 from caverna.db.accounts import SqlAuditStore
 from caverna.db.backup import (
@@ -48,8 +49,6 @@ from caverna.storage.base import ObjectStore, StorageError
 from caverna.storage.factory import LocalSpec, parse_storage_url, store_from_url
 
 T = TypeVar("T")
-EXIT_FAILED = 1
-EXIT_INVALID = 2
 RUNBOOK = "docs/operations.md"
 
 ContainerFactory = Callable[[list[Path] | None], Container]

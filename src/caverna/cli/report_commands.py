@@ -6,7 +6,6 @@ tables for a terminal and writes the PNGs (contact sheet, chart) to a file.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from collections.abc import Awaitable, Callable
@@ -17,8 +16,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from caverna.bootstrap import Container, DatabaseNotMigrated, Runtime, open_runtime
+from caverna.bootstrap import Container, Runtime
 from caverna.cli.options import JsonOpt
+from caverna.cli.runtime_scope import EXIT_FAILED, EXIT_INVALID, run_on_runtime
 from caverna.consistency.analytics import GroupField, GroupStats
 from caverna.services.consistency_reports import (
     SequenceReport,
@@ -31,8 +31,6 @@ from caverna.services.consistency_reports import (
 )
 
 T = TypeVar("T")
-EXIT_FAILED = 1
-EXIT_INVALID = 2
 
 ContainerFactory = Callable[[list[Path] | None], Container]
 
@@ -51,18 +49,7 @@ def register(app: typer.Typer, make_container: ContainerFactory) -> None:
     def run(work: Callable[[Runtime], Awaitable[T]]) -> T:
         container = make_container(None)
 
-        async def main() -> T:
-            try:
-                runtime = await open_runtime(container)
-            except DatabaseNotMigrated as exc:
-                typer.echo(f"error: {exc}", err=True)
-                raise typer.Exit(EXIT_FAILED) from None
-            try:
-                return await work(runtime)
-            finally:
-                await runtime.aclose()
-
-        return asyncio.run(main())
+        return run_on_runtime(container, work)
 
     @report_app.command("sequence")
     def report_sequence(

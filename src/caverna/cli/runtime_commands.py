@@ -18,9 +18,7 @@ from rich.table import Table
 
 from caverna.bootstrap import (
     Container,
-    DatabaseNotMigrated,
     Runtime,
-    open_runtime,
     provider_health,
     utcnow,
 )
@@ -42,6 +40,7 @@ from caverna.cli.options import (
     UserOpt,
     image_params,
 )
+from caverna.cli.runtime_scope import EXIT_FAILED, EXIT_INVALID, run_on_runtime
 from caverna.db.migrate import upgrade
 from caverna.domain.jobs import ImageJob, JobStatus
 from caverna.domain.problems import ProblemsError
@@ -50,8 +49,6 @@ from caverna.services.quotas import QuotaExceeded
 from caverna.services.safety import ModerationUnavailable
 
 T = TypeVar("T")
-EXIT_FAILED = 1
-EXIT_INVALID = 2
 POLL_SECONDS = 0.2
 
 ContainerFactory = Callable[[list[Path] | None], Container]
@@ -95,19 +92,8 @@ def register(app: typer.Typer, make_container: ContainerFactory, fail: FailHandl
     ) -> T:
         container = make_container(packs)
 
-        async def main() -> T:
-            try:
-                runtime = await open_runtime(container)
-            except DatabaseNotMigrated as exc:
-                typer.echo(f"error: {exc}", err=True)
-                raise typer.Exit(EXIT_FAILED) from None
-            try:
-                return await coroutine_factory(runtime)
-            finally:
-                await runtime.aclose()
-
         try:
-            return asyncio.run(main())
+            return run_on_runtime(container, coroutine_factory)
         except ProblemsError as exc:  # content_blocked included
             fail(exc, as_json)
             raise typer.Exit(EXIT_INVALID) from None

@@ -25,13 +25,13 @@ from uvicorn.supervisors import Multiprocess
 
 from caverna.api.app import ApiOptions, create_app
 from caverna.bootstrap import Container, DatabaseNotMigrated, open_runtime
+from caverna.cli.runtime_scope import EXIT_FAILED
 from caverna.domain.accounts import NewKey
 from caverna.web.app import install_web
 
 ContainerFactory = Callable[[list[Path] | None], Container]
 PROCESSES_ENV = "CAVERNA_SERVE_PROCESSES"
 MAX_PROCESSES = 64
-EXIT_FAILED = 1
 
 
 def announce(new: NewKey) -> None:
