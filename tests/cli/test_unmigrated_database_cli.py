@@ -18,10 +18,10 @@ from tests.conftest import POSTGRES_ADMIN_URL, _postgres_available, require_serv
 runner = CliRunner()
 
 
-async def admin(sql: str, url: str = POSTGRES_ADMIN_URL) -> list[asyncpg.Record]:
+async def admin(sql: str, url: str = POSTGRES_ADMIN_URL) -> list[str]:
     connection = await asyncpg.connect(url)
     try:
-        return await connection.fetch(sql)
+        return [str(row[0]) for row in await connection.fetch(sql)]
     finally:
         await connection.close()
 
