@@ -294,6 +294,7 @@ async def open_runtime(
         options=processing
         or ProcessingOptions(
             lease_seconds=settings.lease_seconds,
+            storage_retry_seconds=settings.storage_retry_seconds,
             failover=tuple(available) if settings.failover else (),
         ),
         images=image_pool,

@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     )
     lease_seconds: float = Field(default=60.0, ge=1.0, le=3600.0)
     max_attempts: int = Field(default=3, ge=1, le=20)
+    # how long a job waits out an unreachable object store, writing again, before the failure
+    # costs it an attempt (and a second, paid generation)
+    storage_retry_seconds: float = Field(default=20.0, ge=0.0, le=600.0)
     prompt_cache_ttl_seconds: float = Field(default=30 * 24 * 3600, ge=0)
     # provider credentials, by the names their own tools use
     openai_api_key: SecretStr | None = Field(

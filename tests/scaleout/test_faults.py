@@ -408,6 +408,8 @@ async def test_storage_unreachable_during_completion_jobs_retry_and_complete(
                 CAVERNA_MAX_ATTEMPTS="10",
                 CAVERNA_LEASE_SECONDS="5",
                 CAVERNA_PREVIEW_LATENCY_MS="300",
+                # waited out within the job for 1 s, so the longer cut below costs attempts
+                CAVERNA_STORAGE_RETRY_SECONDS="1",
             )
             account = (await provision(cluster.env, ["ana"]))["ana"]
             api, worker = cluster.caverna("api", "api"), cluster.caverna("worker", "worker")

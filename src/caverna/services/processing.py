@@ -21,6 +21,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential,
+)
+
 from caverna.domain.jobs import CompletedImage, ImageJob, JobErrorCode, JobStatus
 from caverna.domain.problems import InvalidParametersError
 from caverna.imaging import (
@@ -57,6 +65,8 @@ class ProcessingOptions:
     retry_base_seconds: float = 2.0
     retry_max_seconds: float = 120.0
     progress_min_interval: float = 0.25
+    # an unreachable store is written to again for this long before the job gives up an attempt
+    storage_retry_seconds: float = 20.0
     # providers to try, in order, after the job's own one fails in a way another could fix
     failover: tuple[str, ...] = ()
 
@@ -80,6 +90,18 @@ class DerivativeTimes:
     ms: float
     at: float
     made: bool
+
+
+def _log_storage_retry(state: RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome is not None else None
+    log.warning(
+        "storage unavailable, writing the image again",
+        extra={
+            "write_attempt": state.attempt_number,
+            "retry_in_s": round(state.upcoming_sleep, 3),
+            "error_message": str(error)[:500],
+        },
+    )
 
 
 class LeaseLost(Exception):
@@ -294,7 +316,7 @@ class JobProcessor:
             key = image_key(job.id, job.created_at, processed.extension)
             # deterministic: handed out now, made by the derivatives pass (or on request)
             thumb = thumbnail_key(job.id, job.created_at)
-            await self._put_all((key, processed.data, processed.content_type))
+            await self._store_image((key, processed.data, processed.content_type))
         finally:
             self.image_work -= 1
             self.image_work_ended = time.monotonic()
@@ -346,6 +368,24 @@ class JobProcessor:
             },
         )
         return JobStatus.COMPLETED
+
+    async def _store_image(self, *objects: tuple[str, bytes, str]) -> None:
+        """Write the image, waiting out a storage outage of up to storage_retry_seconds.
+
+        The provider has been paid for this image by now: requeueing the job on the first
+        failed write would cost an attempt and a second generation. The lease is renewed
+        meanwhile, and writes are idempotent (same key, same bytes), so writing again is safe.
+        """
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(StorageUnavailable),
+            stop=stop_after_delay(self.options.storage_retry_seconds),
+            wait=wait_exponential(multiplier=0.1, max=5.0),
+            before_sleep=_log_storage_retry,
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                await self._put_all(*objects)
 
     async def _put_all(self, *objects: tuple[str, bytes, str]) -> None:
         """Write the objects at once and raise the first failure only after every write ended.

@@ -132,8 +132,12 @@ class Worker:
         batch = max(self.options.derivatives_batch, 1)
         self._derive_wake.set()  # a fresh worker first catches up
         while True:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancel that comes
+            # as the wake-up is set (a job's end sets it just before the loop stops), and the
+            # pass would then sleep a whole sweep interval before the worker could return
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._derive_wake.wait(), self.options.sweep_seconds)
+                async with asyncio.timeout(self.options.sweep_seconds):
+                    await self._derive_wake.wait()
             self._derive_wake.clear()
             try:
                 for _ in range(DERIVATIVE_BATCHES_PER_WAKE):
