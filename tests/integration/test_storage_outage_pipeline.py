@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
 from caverna.bootstrap import Runtime, build_container, open_runtime
 from caverna.config import Settings
-from caverna.domain.jobs import JobErrorCode, JobStatus
+from caverna.domain.jobs import ImageJob, JobErrorCode, JobStatus
 from caverna.providers.preview import PreviewProvider
 from caverna.services.processing import ProcessingOptions
 from caverna.storage.base import StorageUnavailable
@@ -50,38 +50,44 @@ def store() -> OutageStore:
     return OutageStore()
 
 
-async def open_with(
-    database_url: str, tmp_path: Path, provider: ScriptedProvider, store: OutageStore, wait: float
-) -> Runtime:
-    settings = Settings(
-        database_url=database_url, data_dir=tmp_path, max_attempts=3, image_processes=0
-    )
-    return await open_runtime(
-        build_container(settings),
-        providers={"preview": PreviewProvider(), "stability": provider},
-        store=store,
-        processing=ProcessingOptions(
-            lease_seconds=5, retry_base_seconds=0.01, storage_retry_seconds=wait
-        ),
-    )
+OpenWaiting = Callable[[float], Awaitable[Runtime]]
 
 
 @pytest.fixture
-async def patient(
+async def open_waiting(
     database_url: str, tmp_path: Path, provider: ScriptedProvider, store: OutageStore
-) -> AsyncIterator[Runtime]:
-    runtime = await open_with(database_url, tmp_path, provider, store, wait=10.0)
-    yield runtime
-    await runtime.aclose()
+) -> AsyncIterator[OpenWaiting]:
+    """Opens a runtime whose jobs wait out an outage for the given seconds; closes it after."""
+    opened: list[Runtime] = []
+
+    async def open_one(wait: float) -> Runtime:
+        settings = Settings(
+            database_url=database_url, data_dir=tmp_path, max_attempts=3, image_processes=0
+        )
+        runtime = await open_runtime(
+            build_container(settings),
+            providers={"preview": PreviewProvider(), "stability": provider},
+            store=store,
+            processing=ProcessingOptions(
+                lease_seconds=5, retry_base_seconds=0.01, storage_retry_seconds=wait
+            ),
+        )
+        opened.append(runtime)
+        return runtime
+
+    yield open_one
+    for runtime in opened:
+        await runtime.aclose()
 
 
-@pytest.fixture
-async def impatient(
-    database_url: str, tmp_path: Path, provider: ScriptedProvider, store: OutageStore
-) -> AsyncIterator[Runtime]:
-    runtime = await open_with(database_url, tmp_path, provider, store, wait=0.0)
-    yield runtime
-    await runtime.aclose()
+async def submit_and_drain(runtime: Runtime, store: OutageStore, failing: int) -> ImageJob:
+    """One job whose image finds the store refusing `failing` writes, run by one worker."""
+    store.failing = failing
+    submitted = await runtime.generation.submit("ana", FRAME, provider="stability")
+    await drain(runtime, 1)
+    job = await runtime.generation.get(submitted.job.id)
+    assert job is not None
+    return job
 
 
 async def drain(runtime: Runtime, jobs: int) -> None:
@@ -93,13 +99,10 @@ async def drain(runtime: Runtime, jobs: int) -> None:
 
 
 async def test_a_short_outage_is_waited_out_without_a_second_generation(
-    patient: Runtime, provider: ScriptedProvider, store: OutageStore
+    open_waiting: OpenWaiting, provider: ScriptedProvider, store: OutageStore
 ) -> None:
-    store.failing = 3
-    submitted = await patient.generation.submit("ana", FRAME, provider="stability")
-    await drain(patient, 1)
-    job = await patient.generation.get(submitted.job.id)
-    assert job is not None
+    runtime = await open_waiting(10.0)
+    job = await submit_and_drain(runtime, store, failing=3)
     assert job.status is JobStatus.COMPLETED
     assert store.refused == 3
     assert provider.calls == 1  # the image was paid for once
@@ -109,18 +112,15 @@ async def test_a_short_outage_is_waited_out_without_a_second_generation(
 
 
 async def test_an_outage_longer_than_the_wait_costs_an_attempt_then_completes(
-    impatient: Runtime, provider: ScriptedProvider, store: OutageStore
+    open_waiting: OpenWaiting, provider: ScriptedProvider, store: OutageStore
 ) -> None:
-    store.failing = 1
-    submitted = await impatient.generation.submit("ana", FRAME, provider="stability")
-    await drain(impatient, 1)
-    waiting = await impatient.generation.get(submitted.job.id)
-    assert waiting is not None
+    runtime = await open_waiting(0.0)
+    waiting = await submit_and_drain(runtime, store, failing=1)
     assert waiting.status is JobStatus.QUEUED
     assert waiting.error_code == JobErrorCode.STORAGE_UNAVAILABLE
     assert waiting.attempts == 1
-    await drain(impatient, 1)
-    job = await impatient.generation.get(submitted.job.id)
+    await drain(runtime, 1)
+    job = await runtime.generation.get(waiting.id)
     assert job is not None
     assert job.status is JobStatus.COMPLETED
     assert store.refused == 1
