@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from caverna.domain.jobs import CompletedImage
 
 BASE_TIME = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
@@ -34,6 +37,28 @@ def job_values(index: int = 0, **overrides: Any) -> dict[str, Any]:
     }
     values.update(overrides)
     return values
+
+
+def completed(seed: int = 1, **overrides: Any) -> CompletedImage:
+    """What a worker hands the store when a job completes; overrides replace fields."""
+    image = CompletedImage(
+        model="m",
+        prompt="p",
+        negative_prompt=None,
+        storage_key="images/2026/11/x.webp",
+        thumbnail_key="thumbs/2026/11/x.webp",
+        content_type="image/webp",
+        width=8,
+        height=8,
+        bytes=10,
+        sha256="0" * 64,
+        cost_usd=0.0,
+        provider_latency_ms=1.0,
+        seed=seed,
+        provider="preview",
+        attempt_log=[{"provider": "preview", "outcome": "ok"}],
+    )
+    return replace(image, **overrides)
 
 
 class FakeClock:

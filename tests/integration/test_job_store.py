@@ -17,9 +17,9 @@ from caverna.bootstrap import HEAD_REVISION
 from caverna.db.engine import create_engine
 from caverna.db.migrate import current_revision, upgrade
 from caverna.db.models import Base
-from caverna.domain.jobs import CompletedImage, JobStatus
+from caverna.domain.jobs import JobStatus
 from caverna.queue.sql import SqlJobStore
-from tests.factories import FakeClock, job_values
+from tests.factories import FakeClock, completed, job_values
 
 LEASE = 30.0
 
@@ -34,26 +34,6 @@ async def store(db_engine: AsyncEngine, clock: FakeClock) -> AsyncIterator[SqlJo
     job_store = SqlJobStore(db_engine, clock=clock)
     yield job_store
     await job_store.close()
-
-
-def completed(seed: int = 1) -> CompletedImage:
-    return CompletedImage(
-        model="m",
-        prompt="p",
-        negative_prompt=None,
-        storage_key="images/2026/11/x.webp",
-        thumbnail_key="thumbs/2026/11/x.webp",
-        content_type="image/webp",
-        width=8,
-        height=8,
-        bytes=10,
-        sha256="0" * 64,
-        cost_usd=0.0,
-        provider_latency_ms=1.0,
-        seed=seed,
-        provider="preview",
-        attempt_log=[{"provider": "preview", "outcome": "ok"}],
-    )
 
 
 async def test_migrations_match_the_models(db_engine: AsyncEngine, database_url: str) -> None:

@@ -15,9 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from caverna.db.engine import TransactionRunner
 from caverna.db.point_reads import PointRead
-from caverna.domain.jobs import CompletedImage, ImageJob, JobStatus
+from caverna.domain.jobs import ImageJob, JobStatus
 from caverna.queue.sql import IMAGES, SqlJobStore, to_job
-from tests.factories import FakeClock, job_values
+from tests.factories import FakeClock, completed, job_values
 
 
 @pytest.fixture
@@ -48,21 +48,11 @@ async def varied_rows(store: SqlJobStore) -> list[uuid.UUID]:
     assert second
     assert third
     assert await store.report_progress(first.id, "w-1", 0.42)
-    done = CompletedImage(
-        model="m",
-        prompt="p",
+    done = completed(
+        7,
         negative_prompt="n",
-        storage_key="images/2026/11/x.webp",
-        thumbnail_key="thumbs/2026/11/x.webp",
-        content_type="image/webp",
-        width=8,
-        height=8,
-        bytes=10,
-        sha256="0" * 64,
         cost_usd=0.04,
         provider_latency_ms=12.5,
-        seed=7,
-        provider="preview",
         attempt_log=[{"provider": "preview", "outcome": "ok", "ms": 12.5}],
     )
     assert await store.complete(second.id, "w-1", done)
